@@ -1,0 +1,75 @@
+"""``mode=centralized``: the same model trained on pooled data — the non-federated ceiling every run is compared to.
+
+One epoch per "round", the same negatives generator, loss, optimiser settings (``client/``) and the same evaluation
+code as the federated run, so the gap between the two is the cost of federation and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedsim.client.device import Runtime
+from fedsim.data.negatives import draw_user_samples
+from fedsim.metrics.evaluate import evaluate_scores, metric_tags
+from fedsim.server.callbacks import Callback, RoundReport
+
+
+def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
+    cfg, model, split = rt.cfg, rt.model, rt.split
+    torch.manual_seed(cfg.seed)
+    shared = {k: torch.tensor(v, requires_grad=True) for k, v in model.init_shared(cfg.seed).items()}
+    users_all = np.arange(split.n_users)
+    private = torch.tensor(model.init_private(users_all, cfg.seed), requires_grad=True)
+    parameters = [private, *shared.values()]
+    c = cfg.client
+    optimizer = torch.optim.Adam(parameters, lr=c.lr) if c.optimizer == "adam" else torch.optim.SGD(parameters, lr=c.lr)
+    trainable = np.flatnonzero(split.n_train() > 0)
+    evaluated = split.evaluated_users
+    rounds_done, stop_reason = 0, ""
+    for epoch in range(1, cfg.federation.rounds + 1):
+        started = time.perf_counter()
+        samples = [draw_user_samples(split, int(u), epoch, cfg.seed, c.negatives, 1, cfg.model.loss) for u in trainable]
+        user = np.concatenate([np.full(len(s), s.user) for s in samples])
+        first = np.concatenate([s.first for s in samples])
+        second = np.concatenate([s.second for s in samples])
+        label = np.concatenate([s.label for s in samples])
+        order = np.random.default_rng([cfg.seed, epoch, 3]).permutation(len(user))
+        user, first, second, label = (torch.as_tensor(a[order]) for a in (user, first, second, label))
+        total, steps = 0.0, 0
+        for begin in range(0, len(user), c.batch_size):
+            sl = slice(begin, begin + c.batch_size)
+            items = model.pack_items(shared)
+            dense = {k: shared[k].unsqueeze(0) for k in model.dense_shapes}
+            u_rows = private[user[sl]]
+            first_rows = items[first[sl]].unsqueeze(1)
+            score = model.score(u_rows, first_rows, dense).squeeze(1)
+            if cfg.model.loss == "bpr":
+                neg = model.score(u_rows, items[second[sl]].unsqueeze(1), dense).squeeze(1)
+                loss = -F.logsigmoid(score - neg).mean()
+            else:
+                loss = F.binary_cross_entropy_with_logits(score, label[sl].float())
+            if c.l2 > 0:
+                loss = loss + c.l2 * (u_rows.pow(2).sum(1) + first_rows.squeeze(1).pow(2).sum(1)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        metrics = {"train/loss": total / max(steps, 1), "train/users": float(len(trainable)),
+                   "time/round_s": time.perf_counter() - started}
+        evaluation = None
+        state = {k: v.detach().numpy().copy() for k, v in shared.items()}
+        if epoch % cfg.evaluation.every == 0 or epoch == cfg.federation.rounds:
+            scores = model.score_all(private.detach()[torch.as_tensor(evaluated)], state)
+            evaluation = evaluate_scores(scores, evaluated, split, cfg.evaluation.k)
+            metrics.update(metric_tags(evaluation.mean(), cfg.evaluation.k))
+        rounds_done = epoch
+        reason = callbacks.on_round_end(RoundReport(epoch, metrics, evaluation, state))
+        if reason:
+            stop_reason = reason
+            break
+    return {"rounds_completed": rounds_done, "stop_reason": stop_reason}

@@ -1,0 +1,95 @@
+"""The Flower ClientApp: one virtual node hosting a shard of user devices.
+
+Handlers only translate between Flower records and :mod:`fedsim.client.device`:
+
+* ``query``: tells the server which partition (shard) this node hosts — node ids are random, partitions are not;
+* ``train``: trains the listed users in turn (vectorised) from the received shared parameters, keeps their private
+  embeddings in ``context.state`` and replies with the node's summed update — never a private embedding;
+* ``evaluate``: every hosted user ranks items on its own device and the node replies with per-user metrics.
+
+The config reaches the app through :func:`make_client_app`'s closure (``run_simulation`` passes no run config); under
+``flwr run`` the module-level ``app`` reads it from ``context.run_config`` instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsim.client.device import Runtime, evaluate_shard, get_runtime, train_shard
+from fedsim.config import FedsimConfig
+
+STATE_KEY = "fedsim-private"
+
+
+def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
+    """The shard's private user embeddings, created on first use and kept in the node's ``context.state``."""
+    if STATE_KEY not in context.state:
+        shard = rt.shards[partition]
+        context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(rt.model.init_private(shard, rt.cfg.seed))})
+    return context.state[STATE_KEY]["user-embedding"].numpy()
+
+
+def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
+    shard = rt.shards[partition]
+    rows = np.searchsorted(shard, users)
+    if np.any(rows >= len(shard)) or np.any(shard[np.minimum(rows, len(shard) - 1)] != users):
+        raise ValueError(f"partition {partition} was asked for users it does not host")
+    return rows
+
+
+def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+    partition = int(context.node_config["partition-id"])
+    rt = get_runtime(cfg)
+    return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition,
+                                                        "num-users": len(rt.shards[partition])})}), reply_to=msg)
+
+
+def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+    rt = get_runtime(cfg)
+    partition = int(context.node_config["partition-id"])
+    config = dict(msg.content["config"])
+    users = np.asarray(config.pop("user-ids"), dtype=np.int64)
+    shared = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    all_private = _private_embeddings(context, rt, partition)
+    rows = _rows_of(rt, partition, users)
+    upload, metrics, new_private, _ = train_shard(
+        rt, users, all_private[rows], shared, int(config["server-round"]), config
+    )
+    all_private = all_private.copy()
+    all_private[rows] = new_private
+    context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(all_private)})
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in upload.items()}),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+    rt = get_runtime(cfg)
+    partition = int(context.node_config["partition-id"])
+    shared = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    users = rt.shards[partition]
+    result = evaluate_shard(rt, users, _private_embeddings(context, rt, partition), shared)
+    record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
+    record.update({name: values.tolist() for name, values in result.values.items()})
+    return Message(RecordDict({"metrics": MetricRecord(record)}), reply_to=msg)
+
+
+def make_client_app(cfg: FedsimConfig) -> ClientApp:
+    """A ClientApp whose handlers close over ``cfg`` (how config reaches Ray workers under ``run_simulation``)."""
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(cfg, msg, context)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(cfg, msg, context)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(cfg, msg, context)
+
+    return app

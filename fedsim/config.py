@@ -1,0 +1,287 @@
+"""Structured-config schemas: every key fedsim accepts, its type, its default and its allowed range.
+
+Hydra composes ``conf/`` against these dataclasses, so an unknown key or a value of the wrong type is refused
+before anything runs. Ranges and cross-field rules are checked once, here, in :func:`validate`, which raises
+:class:`ConfigError` with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and what is allowed."""
+
+
+@dataclass
+class DatasetConfig:
+    """``dataset/``: which interactions to load (synthetic, ml-100k, ml-1m) and the generator's knobs."""
+
+    name: str = "synthetic"
+    path: str | None = None
+    n_users: int = 600
+    n_items: int = 800
+    latent_dim: int = 8
+    min_interactions: int = 5
+    max_interactions: int = 300
+    activity_exponent: float = 1.2
+    popularity_exponent: float = 0.9
+    minority_share: float = 0.3
+    group_shift: float = 1.0
+    taste_strength: float = 2.0
+
+
+@dataclass
+class ModelConfig:
+    """``model/``: the ranking model. ``dim`` is the GMF/MF factor size; ``mlp_layers`` only for NeuMF."""
+
+    name: str = "mf"
+    dim: int = 32
+    mlp_layers: list[int] = field(default_factory=lambda: [64, 32, 16])
+    init_std: float = 0.1
+    loss: str = "bce"
+
+
+@dataclass
+class ClientConfig:
+    """``client/``: local training on each device (per participating user, per round)."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    negatives: int = 4
+    l2: float = 0.0
+    max_rows_per_chunk: int = 262_144
+
+
+@dataclass
+class FederationConfig:
+    """``federation/``: rounds, participation and how users are hosted on Flower virtual nodes."""
+
+    rounds: int = 30
+    backend: str = "ray"
+    users_per_node: int = 0
+    participation: float = 1.0
+    sampling: str = "fixed"
+    user_weighting: str = "examples"
+    num_cpus_per_node: float = 1.0
+    max_concurrent_nodes: int = 0
+    timeout_s: float = 3600.0
+
+
+@dataclass
+class StrategyConfig:
+    """``strategy/``: the server update rule applied to the user-level mean update (Flower strategies)."""
+
+    name: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    proximal_mu: float = 0.0
+    eta: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+
+
+@dataclass
+class PrivacyConfig:
+    """``privacy/``: the DP mechanism, its parameters and the accountant (see fedsim/privacy)."""
+
+    mechanism: str = "none"
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    max_epsilon: float | None = None
+    clipping_norm: float = 1.0
+    delta: float | None = None
+    clipping: str = "fixed"
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float | None = None
+    accountant: str = "pld"
+
+
+@dataclass
+class EvaluationConfig:
+    """When and how users are evaluated (on their own devices)."""
+
+    every: int = 5
+    k: int = 10
+    n_negatives: int = 99
+
+
+@dataclass
+class FedsimConfig:
+    """The root config (``conf/config.yaml``)."""
+
+    name: str = "demo"
+    seed: int = 0
+    mode: str = "federated"
+    verbose: bool = False
+    progress: bool = True
+    output_dir: str | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+DATASETS = ("synthetic", "ml-100k", "ml-1m")
+MODELS = ("mf", "neumf")
+LOSSES = ("bce", "bpr")
+OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
+SAMPLINGS = ("fixed", "poisson")
+WEIGHTINGS = ("examples", "uniform")
+MECHANISMS = ("none", "central", "local")
+CLIPPINGS = ("fixed", "adaptive")
+ACCOUNTANTS = ("pld", "rdp")
+MODES = ("federated", "centralized")
+BACKENDS = ("ray", "inprocess")
+
+
+def register_schemas() -> None:
+    """Register the root schema; ``conf/config.yaml`` lists it first, so every group file is checked against it."""
+    ConfigStore.instance().store(name="fedsim_schema", node=FedsimConfig)
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _check(key: str, ok: bool, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(key, value is not None and value > 0 and math.isfinite(value), "a number > 0", value)
+
+
+def validate(cfg: FedsimConfig) -> FedsimConfig:
+    """Check ranges and cross-field rules once; return ``cfg`` unchanged when it is valid."""
+    _one_of("mode", cfg.mode, MODES)
+    d = cfg.dataset
+    _one_of("dataset.name", d.name, DATASETS)
+    if d.name != "synthetic" and not d.path:
+        raise ConfigError(f"dataset.path is required for dataset.name={d.name} (the folder holding the unzipped files)")
+    if d.name == "synthetic":
+        _check("dataset.n_users", d.n_users >= 2, "an integer >= 2", d.n_users)
+        _check("dataset.n_items", d.n_items >= 20, "an integer >= 20", d.n_items)
+        _check("dataset.min_interactions", d.min_interactions >= 3, "an integer >= 3 (train + val + test)",
+               d.min_interactions)
+        _check("dataset.max_interactions", d.max_interactions >= d.min_interactions,
+               f"an integer >= dataset.min_interactions ({d.min_interactions})", d.max_interactions)
+        _check("dataset.minority_share", 0.0 <= d.minority_share <= 1.0, "0 <= share <= 1", d.minority_share)
+        _positive("dataset.activity_exponent", d.activity_exponent)
+        _check("dataset.latent_dim", d.latent_dim >= 1, "an integer >= 1", d.latent_dim)
+
+    m = cfg.model
+    _one_of("model.name", m.name, MODELS)
+    _one_of("model.loss", m.loss, LOSSES)
+    _check("model.dim", m.dim >= 1, "an integer >= 1", m.dim)
+    _positive("model.init_std", m.init_std)
+    if m.name == "neumf":
+        _check("model.mlp_layers", len(m.mlp_layers) >= 1 and all(x >= 1 for x in m.mlp_layers)
+               and m.mlp_layers[0] % 2 == 0, "a non-empty list of positive sizes, the first even", m.mlp_layers)
+
+    c = cfg.client
+    _check("client.epochs", c.epochs >= 1, "an integer >= 1", c.epochs)
+    _check("client.batch_size", c.batch_size >= 1, "an integer >= 1", c.batch_size)
+    _positive("client.lr", c.lr)
+    _one_of("client.optimizer", c.optimizer, OPTIMIZERS)
+    _check("client.negatives", c.negatives >= 1, "an integer >= 1", c.negatives)
+    _check("client.l2", c.l2 >= 0, "a number >= 0", c.l2)
+    _check("client.max_rows_per_chunk", c.max_rows_per_chunk >= 1024, "an integer >= 1024", c.max_rows_per_chunk)
+
+    f = cfg.federation
+    _check("federation.rounds", f.rounds >= 1, "an integer >= 1", f.rounds)
+    _one_of("federation.backend", f.backend, BACKENDS)
+    _check("federation.users_per_node", f.users_per_node >= 0, "0 (auto) or an integer >= 1", f.users_per_node)
+    _check("federation.participation", 0.0 < f.participation <= 1.0, "0 < fraction <= 1", f.participation)
+    _one_of("federation.sampling", f.sampling, SAMPLINGS)
+    _one_of("federation.user_weighting", f.user_weighting, WEIGHTINGS)
+    _positive("federation.num_cpus_per_node", f.num_cpus_per_node)
+    _check("federation.max_concurrent_nodes", f.max_concurrent_nodes >= 0, "0 (auto) or an integer >= 1",
+           f.max_concurrent_nodes)
+    _positive("federation.timeout_s", f.timeout_s)
+
+    s = cfg.strategy
+    _one_of("strategy.name", s.name, STRATEGIES)
+    _positive("strategy.server_lr", s.server_lr)
+    _check("strategy.server_momentum", 0.0 <= s.server_momentum < 1.0, "0 <= momentum < 1", s.server_momentum)
+    _check("strategy.proximal_mu", s.proximal_mu >= 0, "a number >= 0", s.proximal_mu)
+    _positive("strategy.eta", s.eta)
+    _positive("strategy.tau", s.tau)
+
+    p = cfg.privacy
+    _one_of("privacy.mechanism", p.mechanism, MECHANISMS)
+    _one_of("privacy.clipping", p.clipping, CLIPPINGS)
+    _one_of("privacy.accountant", p.accountant, ACCOUNTANTS)
+    _positive("privacy.clipping_norm", p.clipping_norm)
+    if p.noise_multiplier is not None:
+        _check("privacy.noise_multiplier", p.noise_multiplier >= 0, "a number >= 0", p.noise_multiplier)
+    if p.target_epsilon is not None:
+        _check("privacy.target_epsilon", p.target_epsilon > 0, "a number > 0 (use privacy=none for no DP)",
+               p.target_epsilon)
+    if p.max_epsilon is not None:
+        _positive("privacy.max_epsilon", p.max_epsilon)
+    if p.delta is not None:
+        _check("privacy.delta", 0.0 < p.delta < 1.0, "0 < delta < 1", p.delta)
+    _check("privacy.target_quantile", 0.0 < p.target_quantile < 1.0, "0 < quantile < 1", p.target_quantile)
+    _positive("privacy.clip_lr", p.clip_lr)
+    if p.mechanism != "none":
+        if p.noise_multiplier is None and p.target_epsilon is None:
+            raise ConfigError(f"privacy.mechanism={p.mechanism} needs privacy.noise_multiplier or privacy.target_epsilon")
+        if p.noise_multiplier is not None and p.target_epsilon is not None:
+            raise ConfigError("set only one of privacy.noise_multiplier and privacy.target_epsilon")
+    if p.mechanism == "central":
+        if f.sampling != "poisson":
+            raise ConfigError("privacy.mechanism=central needs federation.sampling=poisson (the accountant assumes "
+                              "Poisson participation; a fixed-size cohort is not certified)")
+        if s.name not in ("fedavg", "fedprox", "fedavgm", "fedadam"):
+            raise ConfigError(f"strategy.name={s.name} is not supported with central DP")
+
+    e = cfg.evaluation
+    _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)
+    _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
+    _check("evaluation.n_negatives", e.n_negatives >= 1, "an integer >= 1", e.n_negatives)
+    return cfg
+
+
+def to_schema(cfg: DictConfig) -> FedsimConfig:
+    """Turn a composed Hydra config into a validated :class:`FedsimConfig`."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    plain.pop("experiment", None)
+    return validate(_build(FedsimConfig, plain))
+
+
+def _build(schema: type, values: dict[str, Any]) -> Any:
+    kwargs = {}
+    known = {f.name: f for f in fields(schema)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r} in {schema.__name__}; allowed: {', '.join(sorted(known))}")
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        kwargs[key] = _build(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
+    return schema(**kwargs)
+
+
+def from_dict(values: dict[str, Any]) -> FedsimConfig:
+    """Rebuild a :class:`FedsimConfig` from :func:`as_dict` output (how config reaches Ray workers and resumes)."""
+    return _build(FedsimConfig, values)
+
+
+def as_dict(cfg: FedsimConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]

@@ -1,0 +1,59 @@
+"""Training samples for one user in one round: positives plus freshly drawn negatives.
+
+The generator is seeded by (seed, round, user id), never by the node or its position in a batch, so a user's local
+training does not depend on how users are sharded over nodes: ``users_per_node`` is a speed knob, not a result knob.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.data.protocol import Split, sample_unseen
+
+
+@dataclass(frozen=True)
+class UserSamples:
+    """One user's training stream for a round (all epochs back to back, shuffled per epoch).
+
+    For ``loss="bce"``: ``first`` is the item and ``label`` 1/0. For ``loss="bpr"``: ``first`` is the positive item,
+    ``second`` a negative, and ``label`` is unused (ones).
+    """
+
+    user: int
+    first: np.ndarray
+    second: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def user_rng(seed: int, server_round: int, user: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, server_round, user, stream])
+
+
+def draw_user_samples(
+    split: Split, user: int, server_round: int, seed: int, negatives: int, epochs: int, loss: str
+) -> UserSamples:
+    """Draw ``epochs`` passes over the user's positives, each with ``negatives`` fresh negatives per positive."""
+    rng = user_rng(seed, server_round, user)
+    positives = split.train_items_of(user)
+    seen = np.sort(positives)
+    firsts, seconds, labels = [], [], []
+    for _ in range(epochs):
+        neg = sample_unseen(rng, split.n_items, seen, negatives * len(positives))
+        if loss == "bpr":
+            first = np.repeat(positives, negatives)
+            second = neg
+            label = np.ones(len(first), dtype=np.float32)
+        else:
+            first = np.concatenate([positives, neg])
+            second = first
+            label = np.concatenate([np.ones(len(positives)), np.zeros(len(neg))]).astype(np.float32)
+        order = rng.permutation(len(first))
+        firsts.append(first[order])
+        seconds.append(second[order])
+        labels.append(label[order])
+    return UserSamples(user, np.concatenate(firsts), np.concatenate(seconds), np.concatenate(labels))

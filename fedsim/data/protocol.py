@@ -1,0 +1,128 @@
+"""The evaluation protocol: leave-one-out by time and fixed sampled negatives.
+
+Every number fedsim prints is computed on this split, so its rules live in one place:
+
+* implicit feedback: every interaction (every MovieLens rating, whatever its value) is a positive;
+* per user, events are ordered by (timestamp, item id) — the item id breaks ties deterministically;
+* the latest event is the **test** item, the second latest the **validation** item, the rest is training data;
+  users with fewer than 3 events keep everything for training and are not evaluated;
+* ``n_negatives`` (99 by default) items the user never interacted with are drawn once per user from a generator
+  seeded by ``seed``; the positive is ranked among them (HR@K, NDCG@K "sampled", He et al. 2017);
+* full ranking ranks the positive among *all* items not in the user's training set (and, for test, not the
+  validation item) (Recall@K, NDCG@K "full").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.data.interactions import Interactions
+
+
+@dataclass(frozen=True)
+class Split:
+    """Leave-one-out split of an :class:`Interactions` log (CSR layout for the training items).
+
+    ``train_items[train_indptr[u]:train_indptr[u + 1]]`` are user ``u``'s training items, sorted by time.
+    ``val_item``/``test_item`` are -1 for users that are not evaluated.
+    """
+
+    n_users: int
+    n_items: int
+    train_indptr: np.ndarray
+    train_items: np.ndarray
+    val_item: np.ndarray
+    test_item: np.ndarray
+    eval_negatives: np.ndarray
+
+    def train_items_of(self, user: int) -> np.ndarray:
+        return self.train_items[self.train_indptr[user] : self.train_indptr[user + 1]]
+
+    def n_train(self) -> np.ndarray:
+        return np.diff(self.train_indptr)
+
+    @property
+    def evaluated_users(self) -> np.ndarray:
+        return np.flatnonzero(self.test_item >= 0)
+
+    def item_popularity(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Training interactions per item, over ``users`` (all users when None)."""
+        if users is None:
+            return np.bincount(self.train_items, minlength=self.n_items)
+        items = [self.train_items_of(int(u)) for u in users]
+        flat = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
+        return np.bincount(flat, minlength=self.n_items)
+
+
+def leave_one_out(data: Interactions, n_negatives: int = 99, seed: int = 0) -> Split:
+    """Split ``data`` by time and draw the fixed evaluation negatives (see the module docstring)."""
+    order = np.lexsort((data.item, data.timestamp, data.user))
+    user, item = data.user[order], data.item[order]
+    # drop repeated (user, item) events, keeping the earliest: a held-out item must be new to the user
+    keep = np.ones(len(user), dtype=bool)
+    pair = user * data.n_items + item
+    _, first = np.unique(pair, return_index=True)
+    keep[:] = False
+    keep[first] = True
+    user, item = user[keep], item[keep]
+
+    counts = np.bincount(user, minlength=data.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    val_item = np.full(data.n_users, -1, dtype=np.int64)
+    test_item = np.full(data.n_users, -1, dtype=np.int64)
+    held_out = np.zeros(len(user), dtype=bool)
+    evaluated = counts >= 3
+    last = starts[1:] - 1
+    test_item[evaluated] = item[last[evaluated]]
+    val_item[evaluated] = item[last[evaluated] - 1]
+    held_out[last[evaluated]] = True
+    held_out[last[evaluated] - 1] = True
+
+    train_items = item[~held_out]
+    train_counts = np.bincount(user[~held_out], minlength=data.n_users)
+    train_indptr = np.concatenate([[0], np.cumsum(train_counts)]).astype(np.int64)
+
+    negatives = np.full((data.n_users, n_negatives), -1, dtype=np.int64)
+    rng = np.random.default_rng([seed, 99])
+    for u in np.flatnonzero(evaluated):
+        seen = np.sort(item[starts[u] : starts[u + 1]])
+        available = data.n_items - len(seen)
+        if available < n_negatives:
+            raise ValueError(
+                f"user {u} has only {available} unseen items but evaluation.n_negatives={n_negatives}: "
+                "use a larger catalogue or fewer negatives"
+            )
+        negatives[u] = sample_unseen(rng, data.n_items, seen, n_negatives, replace=False)
+    return Split(
+        n_users=data.n_users,
+        n_items=data.n_items,
+        train_indptr=train_indptr,
+        train_items=train_items,
+        val_item=val_item,
+        test_item=test_item,
+        eval_negatives=negatives,
+    )
+
+
+def sample_unseen(
+    rng: np.random.Generator, n_items: int, seen_sorted: np.ndarray, size: int, replace: bool = True
+) -> np.ndarray:
+    """Uniform draws from the items not in ``seen_sorted`` (rejection sampling; exact when few items are seen)."""
+    if len(seen_sorted) > n_items // 2:
+        candidates = np.setdiff1d(np.arange(n_items), seen_sorted, assume_unique=True)
+        return rng.choice(candidates, size=size, replace=replace)
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < size:
+        draw = rng.integers(0, n_items, size=2 * (size - len(out)) + 8)
+        pos = np.searchsorted(seen_sorted, draw)
+        ok = (pos >= len(seen_sorted)) | (seen_sorted[np.minimum(pos, len(seen_sorted) - 1)] != draw)
+        draw = draw[ok]
+        if not replace:
+            out = np.concatenate([out, draw])
+            _, first = np.unique(out, return_index=True)
+            out = out[np.sort(first)]
+        else:
+            out = np.concatenate([out, draw])
+    return out[:size]

@@ -1,0 +1,22 @@
+"""Non-personalised baselines on the same split, so every run states its gap to them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedsim.data.protocol import Split
+from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
+
+
+def popularity_scores(split: Split, users: np.ndarray, popularity: np.ndarray | None = None) -> torch.Tensor:
+    """ItemPop: every user gets the items ranked by training popularity (ties broken by item id)."""
+    pop = split.item_popularity() if popularity is None else popularity
+    tie_break = -np.arange(split.n_items) * 1e-9
+    row = torch.as_tensor(pop + tie_break, dtype=torch.float64)
+    return row.unsqueeze(0).expand(len(users), -1)
+
+
+def item_pop(split: Split, k: int = 10) -> UserMetrics:
+    users = split.evaluated_users
+    return evaluate_scores(popularity_scores(split, users), users, split, k)

@@ -1,0 +1,34 @@
+"""Matrix factorisation / GMF: score(u, i) = <p_u, q_i> + b_i.
+
+The classic federated-recommendation model (Ammad-ud-din et al. 2019, "Federated Collaborative Filtering"): the item
+table ``q`` and item bias ``b`` are shared; the user vector ``p_u`` never leaves the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fedsim.models.base import RankingModel
+
+
+class MatrixFactorization(RankingModel):
+    name = "mf"
+
+    def __init__(self, n_items: int, dim: int = 32, init_std: float = 0.1) -> None:
+        super().__init__(n_items, init_std)
+        self.dim = dim
+
+    @property
+    def item_tables(self) -> dict[str, int]:
+        return {"item_embedding": self.dim, "item_bias": 1}
+
+    @property
+    def dense_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    @property
+    def private_dim(self) -> int:
+        return self.dim
+
+    def score(self, user: torch.Tensor, items: torch.Tensor, dense: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.einsum("ud,ubd->ub", user, items[..., : self.dim]) + items[..., self.dim]

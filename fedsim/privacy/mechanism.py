@@ -1,0 +1,92 @@
+"""The privacy mechanism interface: what runs on the device, what runs on the server, what the accountant sees.
+
+Shaped after pfl-research's ``PrivacyMechanism`` (``postprocess_one_user`` / ``postprocess_server``): the device
+hook may clip and noise each user's update before it is summed into the node's upload; the server hook turns the
+sum of all uploads into the mean update that the strategy applies, adding central noise where the mechanism says.
+:class:`NoPrivacy` is the identity and the base every mechanism extends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsim.client.local_training import LocalResult
+
+
+@dataclass
+class Aggregate:
+    """The sum of all uploads of a round, as the server receives it."""
+
+    item_sum: torch.Tensor
+    dense_sum: dict[str, torch.Tensor]
+    total_weight: float
+    n_users: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class NoPrivacy:
+    """No differential privacy: uploads are raw updates, weighted by ``federation.user_weighting``."""
+
+    name = "none"
+    unit = "none"
+
+    def __init__(self, user_weighting: str = "examples") -> None:
+        self.user_weighting = user_weighting
+
+    # --- device side ---------------------------------------------------------------------------------------------
+    def round_config(self, server_round: int) -> dict[str, Any]:
+        """Values the devices need this round (sent in the train message's config)."""
+        return {}
+
+    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
+        """FedAvg weights: the user's number of training interactions, or 1 per user."""
+        if self.user_weighting == "uniform":
+            return np.ones(len(n_positives))
+        return n_positives.astype(np.float64)
+
+    def privatize_on_device(
+        self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator
+    ) -> dict[str, float]:
+        """Clip/noise each user's update in ``result`` in place; return sums to report (e.g. clipped counts)."""
+        return {}
+
+    def noise_upload(
+        self, item_sum: torch.Tensor, dense_sum: dict[str, torch.Tensor], n_users: int, config: dict[str, Any],
+        rng: np.random.Generator,
+    ) -> None:
+        """Add on-device noise to a node's summed upload (local DP); identity otherwise."""
+
+    # --- server side ---------------------------------------------------------------------------------------------
+    def mean_update(self, aggregate: Aggregate, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict]:
+        """Turn the round's summed uploads into the mean update (item tables packed under ``"__items__"``)."""
+        denominator = max(aggregate.total_weight, 1e-12)
+        mean = {"__items__": aggregate.item_sum / denominator}
+        mean.update({k: v / denominator for k, v in aggregate.dense_sum.items()})
+        return mean, {}
+
+    def can_release(self, server_round: int) -> tuple[bool, str]:
+        """Whether one more release stays within the privacy budget (always true without DP)."""
+        return True, ""
+
+    def after_release(self, server_round: int, n_participants: int) -> dict[str, float]:
+        """Account for the release just made; return metrics such as ``privacy/epsilon``."""
+        return {}
+
+    def threat_model(self) -> dict[str, Any]:
+        return {
+            "mechanism": "none",
+            "unit": "none",
+            "guarantee": "no differential privacy: the server sees each device's raw update to the shared "
+            "parameters (private user embeddings never leave the device)",
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mechanism": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("mechanism") != self.name:
+            raise ValueError(f"privacy state is for mechanism {state.get('mechanism')!r}, not {self.name!r}")

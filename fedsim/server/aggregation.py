@@ -1,0 +1,34 @@
+"""Summing node uploads into the round's aggregate, in a fixed order (so results do not depend on reply order)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedsim.privacy.mechanism import Aggregate
+
+
+def sum_uploads(uploads: list[tuple[int, dict[str, np.ndarray], dict[str, float]]]) -> Aggregate:
+    """Sum ``(partition, arrays, metrics)`` uploads, sorted by partition; metrics are summed key by key."""
+    uploads = sorted(uploads, key=lambda u: u[0])
+    item_sum: torch.Tensor | None = None
+    dense: dict[str, torch.Tensor] = {}
+    metrics: dict[str, float] = {}
+    for _, arrays, values in uploads:
+        for name, value in arrays.items():
+            t = torch.as_tensor(value, dtype=torch.float64)
+            if name == "__items__":
+                item_sum = t.clone() if item_sum is None else item_sum + t
+            else:
+                dense[name] = t.clone() if name not in dense else dense[name] + t
+        for key, value in values.items():
+            metrics[key] = metrics.get(key, 0.0) + float(value)
+    if item_sum is None:
+        raise ValueError("no uploads to aggregate")
+    return Aggregate(
+        item_sum=item_sum,
+        dense_sum=dense,
+        total_weight=metrics.get("num-examples", 0.0),
+        n_users=int(metrics.get("num-users", 0)),
+        metrics=metrics,
+    )

@@ -1,0 +1,59 @@
+"""Per-round hooks around the training loop (TensorBoard, files, progress bar, privacy budget, audit).
+
+Like pfl-research's ``TrainingProcessCallback``: every hook has a do-nothing default, so a callback overrides only
+what it needs, and the loop itself never changes when a new measurement is added. ``on_round_end`` may ask the
+loop to stop by returning a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedsim.metrics.evaluate import UserMetrics
+
+
+@dataclass
+class RoundReport:
+    """What happened in one round: scalar metrics (TensorBoard tags), the evaluation if one ran, the model."""
+
+    server_round: int
+    metrics: dict[str, float]
+    evaluation: UserMetrics | None = None
+    shared: dict[str, np.ndarray] = field(default_factory=dict)
+    participants: np.ndarray | None = None
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    def on_run_begin(self, info: dict[str, Any]) -> None:
+        """Called once before round 1 with the run's description (config, protocol, threat model, baselines)."""
+
+    def on_round_end(self, report: RoundReport) -> str | None:
+        """Called after every round; return a reason string to stop training after this round."""
+        return None
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        """Called once with the final summary (also after a stop)."""
+
+
+class CallbackList(Callback):
+    """Fan a hook out to several callbacks; the first stop reason wins."""
+
+    def __init__(self, callbacks: list[Callback]) -> None:
+        self.callbacks = callbacks
+
+    def on_run_begin(self, info: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_run_begin(info)
+
+    def on_round_end(self, report: RoundReport) -> str | None:
+        reasons = [cb.on_round_end(report) for cb in self.callbacks]
+        return next((r for r in reasons if r), None)
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_run_end(summary)

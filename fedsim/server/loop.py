@@ -1,0 +1,217 @@
+"""The federated round loop — one method, :meth:`FederatedLoop.run`, owns it.
+
+One round:
+
+1. ask the privacy mechanism whether one more release fits the budget;
+2. sample the round's users (:class:`~fedsim.server.sampling.UserSampler`);
+3. send each node that hosts sampled users one ``train`` message with the shared parameters and their ids;
+4. sum the node uploads (fixed order), let the mechanism form the mean update (clipping was done on the devices;
+   central noise is added here), and apply the strategy's server rule (:mod:`fedsim.server.strategy`);
+5. every ``evaluation.every`` rounds and at the end, send ``evaluate`` to every node: each user is scored on its
+   device with its private embedding;
+6. hand a :class:`~fedsim.server.callbacks.RoundReport` to the callbacks, which may stop the run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedsim.client.device import Runtime
+from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
+from fedsim.privacy.mechanism import Aggregate, NoPrivacy
+from fedsim.server.aggregation import sum_uploads
+from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.server.sampling import UserSampler
+
+
+class FederatedLoop:
+    """Runs ``rounds`` federated rounds over the Flower ``grid``.
+
+    Parameters
+    ----------
+    rt : Runtime
+        The server's view of the data (split, shards) and the model structure.
+    strategy : Strategy
+        The Flower strategy whose server update rule is applied to the user-level mean update.
+    mechanism : NoPrivacy
+        The privacy mechanism (the same class the devices build from the same config).
+    sampler : UserSampler
+        Draws each round's users.
+    callbacks : Callback
+        Per-round hooks (writers, progress, budget, audit).
+    """
+
+    def __init__(
+        self, rt: Runtime, strategy: Strategy, mechanism: NoPrivacy, sampler: UserSampler, callbacks: Callback,
+        initial_shared: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.rt = rt
+        self.cfg = rt.cfg
+        self.strategy = strategy
+        self.mechanism = mechanism
+        self.sampler = sampler
+        self.callbacks = callbacks
+        self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
+        self.partition_of_node: dict[int, int] = {}
+        self.stop_reason = ""
+        self.rounds_completed = 0
+
+    # --- the loop ----------------------------------------------------------------------------------------------------
+    def run(self, grid: Grid) -> dict[str, Any]:
+        self._discover(grid)
+        rounds = self.cfg.federation.rounds
+        last_eval_round = 0
+        for server_round in range(1, rounds + 1):
+            ok, reason = self.mechanism.can_release(server_round)
+            if not ok:
+                self.stop_reason = reason
+                break
+            started = time.perf_counter()
+
+            # --- TRAINING (devices) ------------------------------------------------------------------------------
+            users = self.sampler.sample(server_round)
+            metrics = self._train_round(grid, server_round, users)
+            metrics["time/round_s"] = time.perf_counter() - started
+
+            # --- EVALUATION (devices) ----------------------------------------------------------------------------
+            evaluation = None
+            if server_round % self.cfg.evaluation.every == 0 or server_round == rounds:
+                t_eval = time.perf_counter()
+                evaluation = self._evaluate(grid, server_round)
+                metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
+                metrics["time/eval_s"] = time.perf_counter() - t_eval
+                last_eval_round = server_round
+            self.rounds_completed = server_round
+
+            report = RoundReport(server_round, metrics, evaluation, self.shared, users)
+            reason = self.callbacks.on_round_end(report)
+            if reason:
+                self.stop_reason = reason
+                break
+        if self.rounds_completed and last_eval_round != self.rounds_completed:
+            evaluation = self._evaluate(grid, self.rounds_completed)
+            metrics = metric_tags(evaluation.mean(), self.cfg.evaluation.k)
+            self.callbacks.on_round_end(RoundReport(self.rounds_completed, metrics, evaluation, self.shared))
+        return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+    def _discover(self, grid: Grid) -> None:
+        """Learn which partition (shard of users) each node hosts: node ids are random, partitions are not."""
+        expected = self.rt.n_nodes
+        deadline = time.time() + self.cfg.federation.timeout_s
+        while len(list(grid.get_node_ids())) < expected:
+            if time.time() > deadline:
+                raise TimeoutError(f"only {len(list(grid.get_node_ids()))} of {expected} nodes connected")
+            time.sleep(0.05)
+        messages = [
+            Message(RecordDict({"config": ConfigRecord({})}), node, MessageType.QUERY, group_id="discover")
+            for node in grid.get_node_ids()
+        ]
+        for reply in self._send(grid, messages):
+            self.partition_of_node[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+
+    def _train_round(self, grid: Grid, server_round: int, users: np.ndarray) -> dict[str, float]:
+        arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
+        # The strategy configures the round (server-round, FedProx's proximal-mu, FedOpt's state); we keep its
+        # messages but address them to the nodes that host sampled users, with those users' ids.
+        messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+        base = dict(messages[0].content["config"]) if messages else {"server-round": server_round}
+        base.update(self.mechanism.round_config(server_round))
+        partition_of_user = self._partition_of_user()
+        to_send = []
+        for message in messages:
+            partition = self.partition_of_node[message.metadata.dst_node_id]
+            mine = users[partition_of_user[users] == partition] if len(users) else users
+            if len(mine) == 0:
+                continue
+            message.content = RecordDict({"arrays": arrays, "config": ConfigRecord({**base, "user-ids": mine.tolist()})})
+            to_send.append(message)
+        replies = self._send(grid, to_send)
+        uploads = [
+            (self.partition_of_node[r.metadata.src_node_id], {k: v.numpy() for k, v in r.content["arrays"].items()},
+             dict(r.content["metrics"]))
+            for r in replies
+        ]
+        aggregate = sum_uploads(uploads) if uploads else self._empty_aggregate()
+        rng = np.random.default_rng([self.cfg.seed, server_round, 777])
+        mean_update, metrics = self.mechanism.mean_update(aggregate, rng)
+        self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
+        metrics.update(self.mechanism.after_release(server_round, len(users)))
+        n = max(aggregate.n_users, 1)
+        metrics.update({
+            "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,
+            "train/users": float(len(users)),
+            "train/samples": aggregate.metrics.get("samples", 0.0),
+        })
+        return metrics
+
+    def _apply(self, server_round: int, mean_update: dict[str, torch.Tensor], reply: Message | None) -> dict:
+        """global + mean update, passed through the Flower strategy's server rule."""
+        items = self.rt.model.unpack_items(mean_update["__items__"])
+        candidate = {}
+        for name, value in self.shared.items():
+            delta = items[name] if name in items else mean_update[name]
+            candidate[name] = (torch.as_tensor(value, dtype=torch.float64) + delta).float().numpy()
+        if reply is None:  # nobody took part: the (noised) mean is applied as plain FedAvg would
+            return candidate
+        reply.content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in candidate.items()}),
+                                    "metrics": MetricRecord({"num-examples": 1.0})})
+        new_arrays, _ = self.strategy.aggregate_train(server_round, [reply])
+        if new_arrays is None:
+            raise RuntimeError(f"strategy {type(self.strategy).__name__} returned no model in round {server_round}")
+        return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in new_arrays.items()}
+
+    def _evaluate(self, grid: Grid, server_round: int) -> UserMetrics:
+        arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
+        messages = [
+            Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
+                    node, MessageType.EVALUATE, group_id=f"evaluate-{server_round}")
+            for node in self.partition_of_node
+        ]
+        parts = []
+        for reply in self._send(grid, messages):
+            record = reply.content["metrics"]
+            users = np.asarray(record["user-ids"], dtype=np.int64)
+            values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
+            top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1)
+            parts.append(UserMetrics(users, values, top_k))
+        return UserMetrics.concat(parts)
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+    def _send(self, grid: Grid, messages: list[Message]) -> list[Message]:
+        if not messages:
+            return []
+        replies = list(grid.send_and_receive(messages, timeout=self.cfg.federation.timeout_s))
+        for reply in replies:
+            if reply.has_error():
+                raise RuntimeError(f"a node failed: {reply.error.reason}")
+        if len(replies) != len(messages):
+            raise TimeoutError(
+                f"{len(messages) - len(replies)} of {len(messages)} nodes did not reply within "
+                f"federation.timeout_s={self.cfg.federation.timeout_s}"
+            )
+        return replies
+
+    def _partition_of_user(self) -> np.ndarray:
+        if not hasattr(self, "_user_partition"):
+            owner = np.empty(self.rt.split.n_users, dtype=np.int64)
+            for partition, shard in enumerate(self.rt.shards):
+                owner[shard] = partition
+            self._user_partition = owner
+        return self._user_partition
+
+    def _empty_aggregate(self) -> Aggregate:
+        model = self.rt.model
+        return Aggregate(
+            item_sum=torch.zeros(model.n_items, model.item_width, dtype=torch.float64),
+            dense_sum={k: torch.zeros(s, dtype=torch.float64) for k, s in model.dense_shapes.items()},
+            total_weight=0.0,
+            n_users=0,
+        )
