@@ -34,7 +34,7 @@ class DatasetConfig:
     popularity_exponent: float = 0.9
     minority_share: float = 0.3
     group_shift: float = 1.0
-    taste_strength: float = 2.0
+    taste_strength: float = 5.0
 
 
 @dataclass
@@ -245,12 +245,9 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             raise ConfigError(f"privacy.mechanism={p.mechanism} needs privacy.noise_multiplier or privacy.target_epsilon")
         if p.noise_multiplier is not None and p.target_epsilon is not None:
             raise ConfigError("set only one of privacy.noise_multiplier and privacy.target_epsilon")
-    if p.mechanism == "central":
-        if f.sampling != "poisson":
-            raise ConfigError("privacy.mechanism=central needs federation.sampling=poisson (the accountant assumes "
-                              "Poisson participation; a fixed-size cohort is not certified)")
-        if s.name not in ("fedavg", "fedprox", "fedavgm", "fedadam"):
-            raise ConfigError(f"strategy.name={s.name} is not supported with central DP")
+    if p.mechanism == "central" and f.sampling != "poisson" and f.participation < 1.0:
+        raise ConfigError("privacy.mechanism=central needs federation.sampling=poisson when federation.participation "
+                          "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)")
 
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)

@@ -17,7 +17,7 @@ from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
 from fedsim.server.app import build_loop, make_server_app
 from fedsim.server.callbacks import CallbackList
-from fedsim.simulation import InProcessGrid, run_federation
+from fedsim.simulation import InProcessGrid, quiet_flower, run_federation
 from fedsim.tracking.progress import ProgressBar, format_summary
 from fedsim.tracking.recorder import RunRecorder
 from fedsim.tracking.tensorboard import TensorBoardCallback
@@ -49,6 +49,7 @@ def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
 def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary."""
     run_dir = Path(run_dir)
+    quiet_flower(cfg.verbose)
     rt = get_runtime(cfg)
     k = cfg.evaluation.k
     pop = item_pop(rt.split, k)

@@ -31,7 +31,7 @@ def generate_synthetic(
     popularity_exponent: float = 0.9,
     minority_share: float = 0.3,
     group_shift: float = 1.0,
-    taste_strength: float = 2.0,
+    taste_strength: float = 5.0,
     seed: int = 0,
 ) -> Interactions:
     """Draw a synthetic implicit-feedback log.

@@ -1,16 +1,26 @@
-"""Differential privacy: mechanisms (what is clipped and noised, where), accountants and calibration."""
+"""Differential privacy: mechanisms (what is clipped and noised, where), accountants and calibration.
+
+Registry: ``privacy.mechanism`` names one of :data:`MECHANISMS`.
+"""
 
 from __future__ import annotations
 
 from fedsim.config import FedsimConfig
+from fedsim.privacy.central import CentralDP
+from fedsim.privacy.local import LocalDP
 from fedsim.privacy.mechanism import Aggregate, NoPrivacy
+
+MECHANISMS: dict[str, type[NoPrivacy]] = {"none": NoPrivacy, "central": CentralDP, "local": LocalDP}
 
 
 def build_mechanism(cfg: FedsimConfig, population: int) -> NoPrivacy:
-    """The mechanism named by ``privacy.mechanism`` for a population of ``population`` eligible users."""
-    if cfg.privacy.mechanism == "none":
+    """The mechanism named by ``privacy.mechanism`` for ``population`` users eligible to train."""
+    name = cfg.privacy.mechanism
+    if name not in MECHANISMS:
+        raise ValueError(f"privacy.mechanism={name!r} is not allowed; choose one of: {', '.join(MECHANISMS)}")
+    if name == "none":
         return NoPrivacy(cfg.federation.user_weighting)
-    raise ValueError(f"privacy.mechanism={cfg.privacy.mechanism!r} is not available")
+    return MECHANISMS[name](cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
 
 
-__all__ = ["Aggregate", "NoPrivacy", "build_mechanism"]
+__all__ = ["MECHANISMS", "Aggregate", "CentralDP", "LocalDP", "NoPrivacy", "build_mechanism"]

@@ -72,7 +72,7 @@ class NoPrivacy:
         """Whether one more release stays within the privacy budget (always true without DP)."""
         return True, ""
 
-    def after_release(self, server_round: int, n_participants: int) -> dict[str, float]:
+    def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
         """Account for the release just made; return metrics such as ``privacy/epsilon``."""
         return {}
 

@@ -143,7 +143,7 @@ class FederatedLoop:
         rng = np.random.default_rng([self.cfg.seed, server_round, 777])
         mean_update, metrics = self.mechanism.mean_update(aggregate, rng)
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
-        metrics.update(self.mechanism.after_release(server_round, len(users)))
+        metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
         metrics.update({
             "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,

@@ -1,0 +1,43 @@
+"""From what a user reasons in (ε, δ, rounds, participation) to the noise multiplier z — one function each."""
+
+from __future__ import annotations
+
+import dp_accounting as dpa
+from dp_accounting import dp_event
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
+
+from fedsim.privacy.accountant import epsilon_of, gaussian_round
+
+# Below this the PLD of a Gaussian spans a huge privacy-loss range (memory explodes) and ε is far beyond any
+# meaningful target anyway; calibration searches z ≥ 0.3 (as dp-accounting's own examples do).
+MIN_NOISE_MULTIPLIER = 0.3
+
+
+def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, method: str = "pld") -> float:
+    """Smallest z (to ~0.1%) whose ε after ``rounds`` Poisson(q) releases is ≤ ``target_epsilon`` — never above.
+
+    Uses ``dp_accounting.calibrate_dp_mechanism`` (Brent's method), then nudges z up until the accountant
+    confirms the target, since the search is only accurate to its tolerance in z.
+    """
+    def make_accountant():
+        if method == "rdp":
+            return RdpAccountant()
+        return PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
+                             value_discretization_interval=1e-4)
+
+    z = float(dpa.calibrate_dp_mechanism(
+        make_accountant,
+        lambda noise: dp_event.SelfComposedDpEvent(gaussian_round(q, noise), rounds),
+        target_epsilon, delta,
+        bracket_interval=dpa.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0),
+        tol=1e-4,
+    ))
+    while epsilon_of([(q, z, rounds)], delta, method) > target_epsilon:
+        z *= 1.001
+    return z
+
+
+def local_sigma_multiplier(target_epsilon: float, delta: float, releases: int) -> float:
+    """z for *local* DP: ε after ``releases`` unamplified Gaussian releases (the server sees who took part)."""
+    return calibrate_noise(target_epsilon, delta, q=1.0, rounds=releases)
