@@ -68,6 +68,7 @@ class FederatedLoop:
         self._discover(grid)
         rounds = self.cfg.federation.rounds
         last_eval_round = 0
+        last_metrics: dict[str, float] = {}
         for server_round in range(1, rounds + 1):
             ok, reason = self.mechanism.can_release(server_round)
             if not ok:
@@ -90,14 +91,17 @@ class FederatedLoop:
                 last_eval_round = server_round
             self.rounds_completed = server_round
 
+            last_metrics = metrics
             report = RoundReport(server_round, metrics, evaluation, self.shared, users)
             reason = self.callbacks.on_round_end(report)
             if reason:
                 self.stop_reason = reason
                 break
         if self.rounds_completed and last_eval_round != self.rounds_completed:
+            # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
             evaluation = self._evaluate(grid, self.rounds_completed)
-            metrics = metric_tags(evaluation.mean(), self.cfg.evaluation.k)
+            metrics = {k: v for k, v in last_metrics.items() if k.startswith("privacy/")}
+            metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
             self.callbacks.on_round_end(RoundReport(self.rounds_completed, metrics, evaluation, self.shared))
         return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
 

@@ -1,0 +1,76 @@
+"""ε against an independent dp-accounting computation, and against the values the research notes recorded."""
+
+import math
+
+import dp_accounting as dpa
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
+
+from fedsim.privacy.accountant import PrivacyAccountant
+
+
+def _reference(q: float, z: float, rounds: int, delta: float) -> tuple[float, float]:
+    event = dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z)), rounds)
+    pld = PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
+                        value_discretization_interval=1e-4).compose(event).get_epsilon(delta)
+    rdp = RdpAccountant().compose(event).get_epsilon(delta)
+    return pld, rdp
+
+
+@pytest.mark.parametrize("q, z, rounds, delta", [
+    (0.01, 1.0, 100, 1e-5),
+    (0.001, 0.8, 2000, 1e-6),     # small q, large T
+    (0.2, 2.5, 30, 1e-5),
+    (50 / 943, 1.0, 100, 1e-3),
+])
+def test_epsilon_matches_an_independent_dp_accounting_computation(q, z, rounds, delta):
+    accountant = PrivacyAccountant(delta)
+    for _ in range(rounds):
+        accountant.step(q, z)
+    pld, rdp = _reference(q, z, rounds, delta)
+    assert accountant.epsilon() == pytest.approx(pld, rel=1e-9)
+    assert accountant.epsilon("rdp") == pytest.approx(rdp, rel=1e-9)
+    assert accountant.epsilon() < accountant.epsilon("rdp")  # PLD is the tighter analysis
+
+
+def test_values_recorded_in_the_research_notes():
+    # shared/notes/privacy-fairness.md §1.3: q=0.01, z=1, T=100, δ=1e-5 → PLD 0.718, RDP 1.214; §4.4 δ(0)=0.051
+    accountant = PrivacyAccountant(1e-5)
+    accountant.step(0.01, 1.0, count=100)
+    assert accountant.epsilon() == pytest.approx(0.718, abs=0.001)
+    assert accountant.epsilon("rdp") == pytest.approx(1.214, abs=0.001)
+    assert accountant.max_advantage() == pytest.approx(0.051, abs=0.001)
+
+
+def test_state_dict_round_trip_continues_epsilon():
+    full = PrivacyAccountant(1e-5)
+    full.step(0.05, 1.2, count=40)
+    half = PrivacyAccountant(1e-5)
+    half.step(0.05, 1.2, count=20)
+    resumed = PrivacyAccountant(1e-5)
+    resumed.load_state_dict(half.state_dict())
+    resumed.step(0.05, 1.2, count=20)
+    assert resumed.epsilon() == pytest.approx(full.epsilon(), rel=1e-12)
+    with pytest.raises(ValueError):
+        resumed.load_state_dict({"kind": "something else"})
+
+
+def test_no_noise_means_infinite_epsilon_and_nothing_released_means_zero():
+    accountant = PrivacyAccountant(1e-5)
+    assert accountant.epsilon() == 0.0
+    accountant.step(0.1, 0.0)
+    assert math.isinf(accountant.epsilon()) and accountant.max_advantage() == 1.0
+
+
+def test_would_exceed_looks_one_release_ahead():
+    accountant = PrivacyAccountant(1e-5)
+    accountant.step(0.1, 1.0, count=9)
+    eps_now = accountant.epsilon()
+    trial = PrivacyAccountant(1e-5)
+    trial.step(0.1, 1.0, count=10)
+    eps_next = trial.epsilon()
+    assert accountant.would_exceed(0.1, 1.0, (eps_now + eps_next) / 2)
+    assert not accountant.would_exceed(0.1, 1.0, eps_next + 1e-9)
