@@ -59,8 +59,11 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
             optimizer.step()
             total += float(loss.detach())
             steps += 1
-        metrics = {"train/loss": total / max(steps, 1), "train/users": float(len(trainable)),
-                   "time/round_s": time.perf_counter() - started}
+        metrics = {
+            "train/loss": total / max(steps, 1),
+            "train/users": float(len(trainable)),
+            "time/round_s": time.perf_counter() - started,
+        }
         evaluation = None
         state = {k: v.detach().numpy().copy() for k, v in shared.items()}
         if epoch % cfg.evaluation.every == 0 or epoch == cfg.federation.rounds:

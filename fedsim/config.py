@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -178,10 +178,18 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     if d.name == "synthetic":
         _check("dataset.n_users", d.n_users >= 2, "an integer >= 2", d.n_users)
         _check("dataset.n_items", d.n_items >= 20, "an integer >= 20", d.n_items)
-        _check("dataset.min_interactions", d.min_interactions >= 3, "an integer >= 3 (train + val + test)",
-               d.min_interactions)
-        _check("dataset.max_interactions", d.max_interactions >= d.min_interactions,
-               f"an integer >= dataset.min_interactions ({d.min_interactions})", d.max_interactions)
+        _check(
+            "dataset.min_interactions",
+            d.min_interactions >= 3,
+            "an integer >= 3 (train + val + test)",
+            d.min_interactions,
+        )
+        _check(
+            "dataset.max_interactions",
+            d.max_interactions >= d.min_interactions,
+            f"an integer >= dataset.min_interactions ({d.min_interactions})",
+            d.max_interactions,
+        )
         _check("dataset.minority_share", 0.0 <= d.minority_share <= 1.0, "0 <= share <= 1", d.minority_share)
         _positive("dataset.activity_exponent", d.activity_exponent)
         _check("dataset.latent_dim", d.latent_dim >= 1, "an integer >= 1", d.latent_dim)
@@ -192,8 +200,12 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     _check("model.dim", m.dim >= 1, "an integer >= 1", m.dim)
     _positive("model.init_std", m.init_std)
     if m.name == "neumf":
-        _check("model.mlp_layers", len(m.mlp_layers) >= 1 and all(x >= 1 for x in m.mlp_layers)
-               and m.mlp_layers[0] % 2 == 0, "a non-empty list of positive sizes, the first even", m.mlp_layers)
+        _check(
+            "model.mlp_layers",
+            len(m.mlp_layers) >= 1 and all(x >= 1 for x in m.mlp_layers) and m.mlp_layers[0] % 2 == 0,
+            "a non-empty list of positive sizes, the first even",
+            m.mlp_layers,
+        )
 
     c = cfg.client
     _check("client.epochs", c.epochs >= 1, "an integer >= 1", c.epochs)
@@ -212,8 +224,12 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     _one_of("federation.sampling", f.sampling, SAMPLINGS)
     _one_of("federation.user_weighting", f.user_weighting, WEIGHTINGS)
     _positive("federation.num_cpus_per_node", f.num_cpus_per_node)
-    _check("federation.max_concurrent_nodes", f.max_concurrent_nodes >= 0, "0 (auto) or an integer >= 1",
-           f.max_concurrent_nodes)
+    _check(
+        "federation.max_concurrent_nodes",
+        f.max_concurrent_nodes >= 0,
+        "0 (auto) or an integer >= 1",
+        f.max_concurrent_nodes,
+    )
     _positive("federation.timeout_s", f.timeout_s)
 
     s = cfg.strategy
@@ -232,8 +248,12 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     if p.noise_multiplier is not None:
         _check("privacy.noise_multiplier", p.noise_multiplier >= 0, "a number >= 0", p.noise_multiplier)
     if p.target_epsilon is not None:
-        _check("privacy.target_epsilon", p.target_epsilon > 0, "a number > 0 (use privacy=none for no DP)",
-               p.target_epsilon)
+        _check(
+            "privacy.target_epsilon",
+            p.target_epsilon > 0,
+            "a number > 0 (use privacy=none for no DP)",
+            p.target_epsilon,
+        )
     if p.max_epsilon is not None:
         _positive("privacy.max_epsilon", p.max_epsilon)
     if p.delta is not None:
@@ -242,12 +262,16 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     _positive("privacy.clip_lr", p.clip_lr)
     if p.mechanism != "none":
         if p.noise_multiplier is None and p.target_epsilon is None:
-            raise ConfigError(f"privacy.mechanism={p.mechanism} needs privacy.noise_multiplier or privacy.target_epsilon")
+            raise ConfigError(
+                f"privacy.mechanism={p.mechanism} needs privacy.noise_multiplier or privacy.target_epsilon"
+            )
         if p.noise_multiplier is not None and p.target_epsilon is not None:
             raise ConfigError("set only one of privacy.noise_multiplier and privacy.target_epsilon")
     if p.mechanism == "central" and f.sampling != "poisson" and f.participation < 1.0:
-        raise ConfigError("privacy.mechanism=central needs federation.sampling=poisson when federation.participation "
-                          "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)")
+        raise ConfigError(
+            "privacy.mechanism=central needs federation.sampling=poisson when federation.participation "
+            "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)"
+        )
 
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)

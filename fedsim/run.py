@@ -23,9 +23,23 @@ from fedsim.tracking.recorder import RunRecorder
 from fedsim.tracking.tensorboard import TensorBoardCallback
 
 HPARAM_KEYS = (
-    "mode", "seed", "dataset.name", "model.name", "model.dim", "model.loss", "client.lr", "client.optimizer",
-    "client.epochs", "client.negatives", "federation.rounds", "federation.participation", "federation.sampling",
-    "strategy.name", "privacy.mechanism", "privacy.noise_multiplier", "privacy.target_epsilon",
+    "mode",
+    "seed",
+    "dataset.name",
+    "model.name",
+    "model.dim",
+    "model.loss",
+    "client.lr",
+    "client.optimizer",
+    "client.epochs",
+    "client.negatives",
+    "federation.rounds",
+    "federation.participation",
+    "federation.sampling",
+    "strategy.name",
+    "privacy.mechanism",
+    "privacy.noise_multiplier",
+    "privacy.target_epsilon",
     "privacy.clipping_norm",
 )
 
@@ -36,11 +50,12 @@ def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
         "feedback": "implicit: every interaction is a positive",
         "split": "leave-one-out by time per user: latest = test, second latest = validation (ties by item id)",
         "sampled": f"HR@{k}/NDCG@{k} rank the held-out item among it + {n} never-seen items drawn once per user "
-                   f"(seed {cfg.seed})",
+        f"(seed {cfg.seed})",
         "full": f"Recall@{k}/NDCG@{k}_full rank it among all items not in the user's training set",
         "ties": "counted against the held-out item",
         "selection": f"best round = highest mean validation HR@{k} (sampled); test reported at that round",
-        "where": "each user is evaluated on its own device with its private embedding" if cfg.mode == "federated"
+        "where": "each user is evaluated on its own device with its private embedding"
+        if cfg.mode == "federated"
         else "centralized model, same split",
         "short": f"LOO by time, {n} sampled negatives (HR/NDCG@{k}) + full ranking (Recall/NDCG@{k}_full), test split",
     }
@@ -67,8 +82,9 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
             "nodes": rt.n_nodes,
         },
         "protocol": describe_protocol(cfg),
-        "threat_model": rt.mechanism.threat_model() if cfg.mode == "federated" else {
-            "mechanism": "none", "guarantee": "centralized training on pooled data: no federation, no DP"},
+        "threat_model": rt.mechanism.threat_model()
+        if cfg.mode == "federated"
+        else {"mechanism": "none", "guarantee": "centralized training on pooled data: no federation, no DP"},
         "baselines": baselines,
         "evaluation_k": k,
     }
@@ -87,13 +103,20 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
             outcome.update(build_loop(cfg, callbacks).run(InProcessGrid(client_app, rt.n_nodes, seed=cfg.seed)))
         else:
             server_app = make_server_app(cfg, callbacks, outcome)
-            run_federation(server_app, client_app, rt.n_nodes, cfg.federation.num_cpus_per_node,
-                           cfg.federation.max_concurrent_nodes, cfg.verbose)
+            run_federation(
+                server_app,
+                client_app,
+                rt.n_nodes,
+                cfg.federation.num_cpus_per_node,
+                cfg.federation.max_concurrent_nodes,
+                cfg.verbose,
+            )
         outcome.pop("loop", None)
         if "rounds_completed" not in outcome:
             raise RuntimeError("the federation ended without completing a round (rerun with verbose=true)")
-    summary = recorder.summary({"stop_reason": outcome.get("stop_reason", ""),
-                                "rounds_completed": outcome.get("rounds_completed", 0)})
+    summary = recorder.summary(
+        {"stop_reason": outcome.get("stop_reason", ""), "rounds_completed": outcome.get("rounds_completed", 0)}
+    )
     callbacks.on_run_end(summary)
     return summary
 

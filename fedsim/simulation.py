@@ -46,8 +46,11 @@ def run_federation(
     cpus = os.cpu_count() or 1
     if max_concurrent_nodes > 0:
         cpus = max_concurrent_nodes * num_cpus_per_node
-    init_args: dict = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose,
-                       "include_dashboard": False}
+    init_args: dict = {
+        "logging_level": "INFO" if verbose else "ERROR",
+        "log_to_driver": verbose,
+        "include_dashboard": False,
+    }
     if ray_address:
         init_args["address"] = ray_address
     else:
@@ -60,8 +63,13 @@ def run_federation(
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_nodes,
-                       backend_config=backend_config, verbose_logging=verbose)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_nodes,
+            backend_config=backend_config,
+            verbose_logging=verbose,
+        )
     finally:
         for key, value in previous.items():
             if value is None:
@@ -87,9 +95,11 @@ class InProcessGrid:
         for partition in range(num_nodes):
             node_id = rng.getrandbits(62) + 1
             self.contexts[node_id] = Context(
-                run_id=run_id, node_id=node_id,
+                run_id=run_id,
+                node_id=node_id,
                 node_config={"partition-id": partition, "num-partitions": num_nodes},
-                state=RecordDict(), run_config={},
+                state=RecordDict(),
+                run_config={},
             )
         TaskIdentity.run_id = run_id
         TaskIdentity.node_id = 0
@@ -98,8 +108,9 @@ class InProcessGrid:
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:

@@ -25,20 +25,31 @@ def test_default_config_composes_and_validates():
     assert cfg.dataset.name == "synthetic" and cfg.model.name == "mf" and cfg.mode == "federated"
 
 
-@pytest.mark.parametrize("override", [
-    "model=neumf", "strategy=fedprox", "strategy=fedavgm", "strategy=fedadam", "dataset=ml-100k", "mode=centralized",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model=neumf",
+        "strategy=fedprox",
+        "strategy=fedavgm",
+        "strategy=fedadam",
+        "dataset=ml-100k",
+        "mode=centralized",
+    ],
+)
 def test_every_group_option_composes(override):
     _compose(override)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("federation.rounds=-1", "federation.rounds"),
-    ("federation.participation=1.5", "federation.participation"),
-    ("model.name=transformer", "model.name"),
-    ("client.optimizer=lbfgs", "client.optimizer"),
-    ("mode=both", "mode"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("federation.rounds=-1", "federation.rounds"),
+        ("federation.participation=1.5", "federation.participation"),
+        ("model.name=transformer", "model.name"),
+        ("client.optimizer=lbfgs", "client.optimizer"),
+        ("mode=both", "mode"),
+    ],
+)
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as error:
         _compose(override)
@@ -50,8 +61,9 @@ def test_validate_accepts_the_defaults():
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedsim.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
@@ -62,8 +74,9 @@ def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
 
 
 def test_cli_missing_data_file_is_one_line(tmp_path):
-    result = _cli("dataset=ml-100k", f"dataset.path={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}",
-                  cwd=tmp_path)
+    result = _cli(
+        "dataset=ml-100k", f"dataset.path={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "u.data" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

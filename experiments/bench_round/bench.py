@@ -98,12 +98,22 @@ def main() -> None:
     inproc, _ = flower_rounds(bench_config(args.data, args.rounds, backend="inprocess"))
     rows.append(("Flower in-process grid, sharded", statistics.median(inproc[1:]), f"{len(inproc) - 1} rounds"))
     sharded, total = flower_rounds(bench_config(args.data, args.rounds, backend="ray"))
-    rows.append(("Flower + Ray, sharded (default)", statistics.median(sharded[1:]),
-                 f"{len(sharded) - 1} rounds; round 1 {sharded[0]:.1f}s; run {total:.0f}s"))
+    rows.append(
+        (
+            "Flower + Ray, sharded (default)",
+            statistics.median(sharded[1:]),
+            f"{len(sharded) - 1} rounds; round 1 {sharded[0]:.1f}s; run {total:.0f}s",
+        )
+    )
     if not args.skip_per_user_nodes:
         per_node, total = flower_rounds(bench_config(args.data, 3, backend="ray", users_per_node=1))
-        rows.append(("Flower + Ray, one node per user (943)", statistics.median(per_node[1:]),
-                     f"{len(per_node) - 1} rounds; round 1 {per_node[0]:.1f}s; run {total:.0f}s"))
+        rows.append(
+            (
+                "Flower + Ray, one node per user (943)",
+                statistics.median(per_node[1:]),
+                f"{len(per_node) - 1} rounds; round 1 {per_node[0]:.1f}s; run {total:.0f}s",
+            )
+        )
 
     print(f"\nML-100K, MF d=32, 943 users/round, 1 local epoch; {cores} cores")
     print(f"{'setup':<58}{'s/round':>10}  {'x floor/cores':>14}  notes")

@@ -42,8 +42,10 @@ def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
 def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
     rt = get_runtime(cfg)
-    return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition,
-                                                        "num-users": len(rt.shards[partition])})}), reply_to=msg)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"partition-id": partition, "num-users": len(rt.shards[partition])})}),
+        reply_to=msg,
+    )
 
 
 def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
@@ -60,8 +62,9 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     all_private = all_private.copy()
     all_private[rows] = new_private
     context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(all_private)})
-    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in upload.items()}),
-                          "metrics": MetricRecord(metrics)})
+    content = RecordDict(
+        {"arrays": ArrayRecord({k: Array(v) for k, v in upload.items()}), "metrics": MetricRecord(metrics)}
+    )
     return Message(content, reply_to=msg)
 
 

@@ -41,8 +41,13 @@ class Runtime:
     def training_params(self, proximal_mu: float = 0.0) -> LocalTrainingParams:
         c = self.cfg.client
         return LocalTrainingParams(
-            batch_size=c.batch_size, lr=c.lr, optimizer=c.optimizer, loss=self.cfg.model.loss, l2=c.l2,
-            proximal_mu=proximal_mu, max_rows_per_chunk=c.max_rows_per_chunk,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            optimizer=c.optimizer,
+            loss=self.cfg.model.loss,
+            l2=c.l2,
+            proximal_mu=proximal_mu,
+            max_rows_per_chunk=c.max_rows_per_chunk,
         )
 
 
@@ -95,8 +100,9 @@ def train_shard(
     """
     cfg = rt.cfg
     samples = [
-        draw_user_samples(rt.split, int(u), server_round, cfg.seed, cfg.client.negatives, cfg.client.epochs,
-                          cfg.model.loss)
+        draw_user_samples(
+            rt.split, int(u), server_round, cfg.seed, cfg.client.negatives, cfg.client.epochs, cfg.model.loss
+        )
         for u in users
     ]
     result = train_users(rt.model, shared, private, samples, rt.training_params(float(config.get("proximal-mu", 0.0))))

@@ -139,8 +139,15 @@ def _plan_chunks(lengths: np.ndarray, widths: np.ndarray, budget: int) -> list[n
 
 
 def _masked_adam_(
-    param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: torch.Tensor,
-    active: torch.Tensor, lr: float, betas: tuple[float, float], eps: float,
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: torch.Tensor,
+    active: torch.Tensor,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
 ) -> None:
     """Adam on (U, ...) tensors where only ``active`` users take a step (``step`` is the per-user count)."""
     shape = (-1,) + (1,) * (param.dim() - 1)
@@ -247,8 +254,8 @@ def _train_chunk(
         mask = valid[:, sl]
         active = mask.any(dim=1)
         count = mask.sum(dim=1).clamp(min=1)
-        idx_first = (first[:, sl] + offset)
-        idx_second = (second[:, sl] + offset)
+        idx_first = first[:, sl] + offset
+        idx_second = second[:, sl] + offset
         first_rows = flat_rows[idx_first].requires_grad_(True)
         second_rows = flat_rows[idx_second].requires_grad_(True) if p.loss == "bpr" else first_rows
         user_leaf = user.clone().requires_grad_(True)
@@ -276,8 +283,10 @@ def _train_chunk(
             user_grad = user_leaf.grad
             dense_grad = {k: dense_leaf[k].grad for k in dense}
             if p.proximal_mu > 0:
-                dense_grad = {k: g + p.proximal_mu * (dense[k] - dense_start[k]) * _bcast(active, g)
-                              for k, g in dense_grad.items()}
+                dense_grad = {
+                    k: g + p.proximal_mu * (dense[k] - dense_start[k]) * _bcast(active, g)
+                    for k, g in dense_grad.items()
+                }
             if adam:
                 steps += active.long()
                 uniq, inverse = torch.unique(flat_idx, return_inverse=True)
@@ -287,11 +296,14 @@ def _train_chunk(
                 row_m[uniq] = b1 * row_m[uniq] + (1 - b1) * grad
                 row_v[uniq] = b2 * row_v[uniq] + (1 - b2) * grad * grad
                 t = row_step[uniq].view(-1, 1)
-                flat_rows[uniq] -= p.lr * (row_m[uniq] / (1 - b1**t)) / ((row_v[uniq] / (1 - b2**t)).sqrt() + p.adam_eps)
+                flat_rows[uniq] -= (
+                    p.lr * (row_m[uniq] / (1 - b1**t)) / ((row_v[uniq] / (1 - b2**t)).sqrt() + p.adam_eps)
+                )
                 _masked_adam_(user, user_grad, user_m, user_v, steps, active, p.lr, p.adam_betas, p.adam_eps)
                 for k in dense:
-                    _masked_adam_(dense[k], dense_grad[k], dense_m[k], dense_v[k], steps, active, p.lr,
-                                  p.adam_betas, p.adam_eps)
+                    _masked_adam_(
+                        dense[k], dense_grad[k], dense_m[k], dense_v[k], steps, active, p.lr, p.adam_betas, p.adam_eps
+                    )
             else:
                 flat_rows.index_add_(0, flat_idx, flat_grad, alpha=-p.lr)
                 user -= p.lr * user_grad

@@ -112,7 +112,9 @@ def load_ml100k(path: str | Path) -> Interactions:
         try:
             user_rows[int(row[0])] = (row[2], age_bracket(int(row[1])), row[3])
         except ValueError:
-            raise DatasetError(f"{users}: expected 'id|age|gender|occupation|zip' rows, got {'|'.join(row)!r}") from None
+            raise DatasetError(
+                f"{users}: expected 'id|age|gender|occupation|zip' rows, got {'|'.join(row)!r}"
+            ) from None
     titles = {}
     items = directory / "u.item"
     if items.is_file():

@@ -18,8 +18,14 @@ from fedsim.metrics.ranking import hit_at_k, ndcg_at_k, rank_among
 # Metric names, in the order they are reported. "sampled" = among 1 + n_negatives candidates; "full" = among all
 # items not in the user's training set.
 PER_USER_METRICS = (
-    "val_hr", "val_ndcg", "val_recall_full", "val_ndcg_full",
-    "test_hr", "test_ndcg", "test_recall_full", "test_ndcg_full",
+    "val_hr",
+    "val_ndcg",
+    "val_recall_full",
+    "val_ndcg_full",
+    "test_hr",
+    "test_ndcg",
+    "test_recall_full",
+    "test_ndcg_full",
 )
 
 
@@ -35,8 +41,11 @@ class UserMetrics:
     def concat(parts: list[UserMetrics]) -> UserMetrics:
         parts = [p for p in parts if len(p.users)]
         if not parts:
-            return UserMetrics(np.zeros(0, dtype=np.int64), {m: np.zeros(0) for m in PER_USER_METRICS},
-                               np.zeros((0, 0), dtype=np.int64))
+            return UserMetrics(
+                np.zeros(0, dtype=np.int64),
+                {m: np.zeros(0) for m in PER_USER_METRICS},
+                np.zeros((0, 0), dtype=np.int64),
+            )
         users = np.concatenate([p.users for p in parts])
         order = np.argsort(users, kind="stable")
         values = {m: np.concatenate([p.values[m] for p in parts])[order] for m in parts[0].values}
@@ -50,7 +59,10 @@ class UserMetrics:
 
 
 def evaluate_scores(scores: torch.Tensor, users: np.ndarray, split: Split, k: int = 10) -> UserMetrics:
-    """Evaluate ``scores`` (U, n_items), row ``i`` belonging to ``users[i]``; users without held-out items are skipped."""
+    """Evaluate ``scores`` (U, n_items), row ``i`` belonging to ``users[i]``.
+
+    Users without held-out items are skipped.
+    """
     keep = split.test_item[users] >= 0
     users, scores = users[keep], scores[torch.as_tensor(keep)]
     n = len(users)

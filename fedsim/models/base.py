@@ -114,9 +114,7 @@ class RankingModel(ABC):
             Dense shared parameters with a leading user dimension (1 = shared by all rows).
         """
 
-    def score_all(
-        self, user: torch.Tensor, shared: dict[str, np.ndarray], chunk: int = 256
-    ) -> torch.Tensor:
+    def score_all(self, user: torch.Tensor, shared: dict[str, np.ndarray], chunk: int = 256) -> torch.Tensor:
         """Scores of every item for each user (U, n_items): what a device ranks to recommend or evaluate."""
         items = self.pack_items(shared).float()
         dense = {k: torch.as_tensor(shared[k]).unsqueeze(0) for k in self.dense_shapes}

@@ -42,7 +42,9 @@ class NeuMF(RankingModel):
     def score(self, user: torch.Tensor, items: torch.Tensor, dense: dict[str, torch.Tensor]) -> torch.Tensor:
         n_users, n_rows = items.shape[0], items.shape[1]
         gmf = user[:, None, : self.dim] * items[..., : self.dim]
-        hidden = torch.cat([user[:, None, self.dim :].expand(n_users, n_rows, self.mlp_dim), items[..., self.dim :]], -1)
+        hidden = torch.cat(
+            [user[:, None, self.dim :].expand(n_users, n_rows, self.mlp_dim), items[..., self.dim :]], -1
+        )
         for i in range(len(self.mlp_layers) - 1):
             hidden = torch.relu(torch.matmul(hidden, dense[f"mlp{i}_weight"]) + dense[f"mlp{i}_bias"].unsqueeze(1))
         fused = torch.cat([gmf, hidden], dim=-1)

@@ -40,8 +40,9 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, method: st
         return math.inf
     if method == "rdp":
         return float(RdpAccountant().compose(_composed(history)).get_epsilon(delta))
-    accountant = PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-                               value_discretization_interval=PLD_DISCRETIZATION)
+    accountant = PLDAccountant(
+        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=PLD_DISCRETIZATION
+    )
     return float(accountant.compose(_composed(history)).get_epsilon(delta))
 
 
@@ -52,8 +53,9 @@ def max_advantage(history: list[tuple[float, float, int]]) -> float:
         return 0.0
     if any(z <= 0 for _, z, _ in history):
         return 1.0
-    accountant = PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-                               value_discretization_interval=PLD_DISCRETIZATION)
+    accountant = PLDAccountant(
+        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=PLD_DISCRETIZATION
+    )
     return float(min(1.0, accountant.compose(_composed(history)).get_delta(0.0)))
 
 
@@ -98,8 +100,12 @@ class PrivacyAccountant:
         return max_advantage(self.history)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "dp-fedavg-poisson-gaussian", "delta": self.delta, "method": self.method,
-                "history": [list(h) for h in self.history]}
+        return {
+            "kind": "dp-fedavg-poisson-gaussian",
+            "delta": self.delta,
+            "method": self.method,
+            "history": [list(h) for h in self.history],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "dp-fedavg-poisson-gaussian":

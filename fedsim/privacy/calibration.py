@@ -20,19 +20,24 @@ def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, 
     Uses ``dp_accounting.calibrate_dp_mechanism`` (Brent's method), then nudges z up until the accountant
     confirms the target, since the search is only accurate to its tolerance in z.
     """
+
     def make_accountant():
         if method == "rdp":
             return RdpAccountant()
-        return PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-                             value_discretization_interval=1e-4)
+        return PLDAccountant(
+            neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4
+        )
 
-    z = float(dpa.calibrate_dp_mechanism(
-        make_accountant,
-        lambda noise: dp_event.SelfComposedDpEvent(gaussian_round(q, noise), rounds),
-        target_epsilon, delta,
-        bracket_interval=dpa.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0),
-        tol=1e-4,
-    ))
+    z = float(
+        dpa.calibrate_dp_mechanism(
+            make_accountant,
+            lambda noise: dp_event.SelfComposedDpEvent(gaussian_round(q, noise), rounds),
+            target_epsilon,
+            delta,
+            bracket_interval=dpa.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0),
+            tol=1e-4,
+        )
+    )
     while epsilon_of([(q, z, rounds)], delta, method) > target_epsilon:
         z *= 1.001
     return z

@@ -57,7 +57,7 @@ class CentralDP(NoPrivacy):
         self.target_quantile = cfg.target_quantile
         self.clip_lr = cfg.clip_lr
         expected = q * population
-        self.count_stddev = (cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0)
+        self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
         self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
 
     # --- device side ---------------------------------------------------------------------------------------------
@@ -98,8 +98,9 @@ class CentralDP(NoPrivacy):
         if self.adaptive:
             noisy_fraction = (unclipped + rng.normal(0.0, self.count_stddev)) / denominator
             metrics["privacy/noisy_unclipped_fraction"] = noisy_fraction
-            self.clipping_norm = adaptive_clip_update(self.clipping_norm, noisy_fraction, self.target_quantile,
-                                                      self.clip_lr)
+            self.clipping_norm = adaptive_clip_update(
+                self.clipping_norm, noisy_fraction, self.target_quantile, self.clip_lr
+            )
         else:
             metrics["privacy/clipped_fraction_not_private"] = 1.0 - unclipped / n
         signal = float(torch.linalg.vector_norm(aggregate.item_sum))
@@ -108,16 +109,19 @@ class CentralDP(NoPrivacy):
 
     def can_release(self, server_round: int) -> tuple[bool, str]:
         if self.max_epsilon is not None and self.accountant.would_exceed(self.q, self.z, self.max_epsilon):
-            return False, (f"privacy budget: release {server_round} would take ε above privacy.max_epsilon="
-                           f"{self.max_epsilon:g} (spent {self.accountant.epsilon():.3f}); the last model is kept")
+            return False, (
+                f"privacy budget: release {server_round} would take ε above privacy.max_epsilon="
+                f"{self.max_epsilon:g} (spent {self.accountant.epsilon():.3f}); the last model is kept"
+            )
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
         self.accountant.step(self.q, self.z)
         return {
             "privacy/epsilon": self.accountant.epsilon(),
-            "privacy/epsilon_rdp" if self.accountant.method == "pld" else "privacy/epsilon_pld":
-                self.accountant.epsilon("rdp" if self.accountant.method == "pld" else "pld"),
+            "privacy/epsilon_rdp"
+            if self.accountant.method == "pld"
+            else "privacy/epsilon_pld": self.accountant.epsilon("rdp" if self.accountant.method == "pld" else "pld"),
             "privacy/delta": self.delta,
         }
 
@@ -131,20 +135,21 @@ class CentralDP(NoPrivacy):
             "adjacency": "add/remove one user",
             "delta": self.delta,
             "accountant": f"{self.accountant.method.upper()} (dp-accounting), "
-                          f"{'RDP' if self.accountant.method == 'pld' else 'PLD'} reported alongside",
+            f"{'RDP' if self.accountant.method == 'pld' else 'PLD'} reported alongside",
             "noise_multiplier": self.z,
             "noise_multiplier_update_sum": self.z_update,
             "clipping": ("adaptive (Andrew et al. 2021), start C=" if self.adaptive else "fixed C=")
-            + f"{self.clipping_norm:g}" + (f", count noise σ_b={self.count_stddev:g}" if self.adaptive else ""),
+            + f"{self.clipping_norm:g}"
+            + (f", count noise σ_b={self.count_stddev:g}" if self.adaptive else ""),
             "rounds_planned": self.rounds,
             "calibration": eps,
             "covers": "the shared parameters released each round; the private user embedding is never released, "
-                      "so personalised models get joint DP",
+            "so personalised models get joint DP",
             "not_covered": "per-device training metrics sent to the server (loss, sample counts, "
-                           "clipped counts under fixed clipping), participation, evaluation metrics",
+            "clipped counts under fixed clipping), participation, evaluation metrics",
             "guarantee": f"user-level ({eps}) (ε, δ={self.delta:g})-DP for the shared model, see privacy/epsilon",
             "short": f"central user-level DP, z={self.z:.3f}, C={self.clipping_norm:g}, q={self.q:g}, "
-                     f"δ={self.delta:g}, Poisson + {self.accountant.method.upper()}",
+            f"δ={self.delta:g}, Poisson + {self.accountant.method.upper()}",
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -17,8 +17,9 @@ def clip_updates_(result: LocalResult, clipping_norm: float) -> tuple[np.ndarray
     return norms, norms > clipping_norm
 
 
-def adaptive_clip_update(clipping_norm: float, noisy_unclipped_fraction: float, target_quantile: float,
-                         learning_rate: float) -> float:
+def adaptive_clip_update(
+    clipping_norm: float, noisy_unclipped_fraction: float, target_quantile: float, learning_rate: float
+) -> float:
     """Geometric update C ← C·exp(−η(b̃ − γ)) (Andrew et al., "Differentially Private Learning with Adaptive
     Clipping", NeurIPS 2021, Alg. 1): b̃ is the noised fraction of users whose update norm was ≤ C, γ the target
     quantile. Moves C toward the γ-quantile of update norms."""
@@ -31,8 +32,10 @@ def update_noise_multiplier(z: float, count_stddev: float) -> float:
     z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2)."""
     if z <= 0:
         return 0.0
-    remainder = z ** -2 - (2.0 * count_stddev) ** -2
+    remainder = z**-2 - (2.0 * count_stddev) ** -2
     if remainder <= 0:
-        raise ValueError(f"privacy.clipped_count_stddev={count_stddev:g} is too small for noise multiplier {z:g}: "
-                         f"it must exceed z/2 = {z / 2:g}")
-    return remainder ** -0.5
+        raise ValueError(
+            f"privacy.clipped_count_stddev={count_stddev:g} is too small for noise multiplier {z:g}: "
+            f"it must exceed z/2 = {z / 2:g}"
+        )
+    return remainder**-0.5

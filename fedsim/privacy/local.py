@@ -42,8 +42,11 @@ class LocalDP(NoPrivacy):
         self.target_epsilon = cfg.target_epsilon
         self.max_epsilon = cfg.max_epsilon
         # calibrated for the worst case: a user who takes part in every planned round
-        self.z = (float(cfg.noise_multiplier) if cfg.noise_multiplier is not None
-                  else local_sigma_multiplier(float(cfg.target_epsilon), self.delta, rounds))
+        self.z = (
+            float(cfg.noise_multiplier)
+            if cfg.noise_multiplier is not None
+            else local_sigma_multiplier(float(cfg.target_epsilon), self.delta, rounds)
+        )
         self.clipping_norm = float(cfg.clipping_norm)
         self.participations = np.zeros(population, dtype=np.int64)
         self._eps_cache: dict[int, float] = {}
@@ -72,8 +75,11 @@ class LocalDP(NoPrivacy):
         n = max(aggregate.n_users, 1)
         mean = {"__items__": aggregate.item_sum / n}
         mean.update({k: v / n for k, v in aggregate.dense_sum.items()})
-        return mean, {"privacy/noise_multiplier": self.z, "privacy/local_noise_std": self.sigma(),
-                      "privacy/clipping_norm": self.clipping_norm}
+        return mean, {
+            "privacy/noise_multiplier": self.z,
+            "privacy/local_noise_std": self.sigma(),
+            "privacy/clipping_norm": self.clipping_norm,
+        }
 
     def epsilon_for(self, releases: int) -> float:
         if releases not in self._eps_cache:
@@ -83,8 +89,10 @@ class LocalDP(NoPrivacy):
     def can_release(self, server_round: int) -> tuple[bool, str]:
         worst = int(self.participations.max()) if len(self.participations) else 0
         if self.max_epsilon is not None and self.epsilon_for(worst + 1) > self.max_epsilon:
-            return False, (f"privacy budget: one more upload by the most active user would take its local ε above "
-                           f"privacy.max_epsilon={self.max_epsilon:g}; the last model is kept")
+            return False, (
+                f"privacy budget: one more upload by the most active user would take its local ε above "
+                f"privacy.max_epsilon={self.max_epsilon:g}; the last model is kept"
+            )
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
@@ -105,7 +113,7 @@ class LocalDP(NoPrivacy):
             "adjacency": "replace one user's data (L2 sensitivity 2C)",
             "delta": self.delta,
             "accountant": "PLD (dp-accounting) of k Gaussian releases, k = the user's participations; "
-                          "privacy/epsilon is the worst user",
+            "privacy/epsilon is the worst user",
             "noise_multiplier": self.z,
             "noise_std_per_coordinate": self.sigma(),
             "clipping": f"fixed C={self.clipping_norm:g}",
@@ -114,7 +122,7 @@ class LocalDP(NoPrivacy):
             "not_covered": "per-device training metrics (loss, counts), participation, evaluation metrics",
             "guarantee": "local user-level (ε, δ)-DP per device, see privacy/epsilon (worst user)",
             "short": f"local DP, z={self.z:.3f} (σ={self.sigma():.3g}), C={self.clipping_norm:g}, δ={self.delta:g}, "
-                     "no amplification, PLD",
+            "no amplification, PLD",
         }
 
     def state_dict(self) -> dict[str, Any]:

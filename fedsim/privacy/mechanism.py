@@ -55,7 +55,11 @@ class NoPrivacy:
         return {}
 
     def noise_upload(
-        self, item_sum: torch.Tensor, dense_sum: dict[str, torch.Tensor], n_users: int, config: dict[str, Any],
+        self,
+        item_sum: torch.Tensor,
+        dense_sum: dict[str, torch.Tensor],
+        n_users: int,
+        config: dict[str, Any],
         rng: np.random.Generator,
     ) -> None:
         """Add on-device noise to a node's summed upload (local DP); identity otherwise."""

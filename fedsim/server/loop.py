@@ -49,7 +49,12 @@ class FederatedLoop:
     """
 
     def __init__(
-        self, rt: Runtime, strategy: Strategy, mechanism: NoPrivacy, sampler: UserSampler, callbacks: Callback,
+        self,
+        rt: Runtime,
+        strategy: Strategy,
+        mechanism: NoPrivacy,
+        sampler: UserSampler,
+        callbacks: Callback,
         initial_shared: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.rt = rt
@@ -135,12 +140,17 @@ class FederatedLoop:
             mine = users[partition_of_user[users] == partition] if len(users) else users
             if len(mine) == 0:
                 continue
-            message.content = RecordDict({"arrays": arrays, "config": ConfigRecord({**base, "user-ids": mine.tolist()})})
+            message.content = RecordDict(
+                {"arrays": arrays, "config": ConfigRecord({**base, "user-ids": mine.tolist()})}
+            )
             to_send.append(message)
         replies = self._send(grid, to_send)
         uploads = [
-            (self.partition_of_node[r.metadata.src_node_id], {k: v.numpy() for k, v in r.content["arrays"].items()},
-             dict(r.content["metrics"]))
+            (
+                self.partition_of_node[r.metadata.src_node_id],
+                {k: v.numpy() for k, v in r.content["arrays"].items()},
+                dict(r.content["metrics"]),
+            )
             for r in replies
         ]
         aggregate = sum_uploads(uploads) if uploads else self._empty_aggregate()
@@ -149,11 +159,13 @@ class FederatedLoop:
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
-        metrics.update({
-            "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,
-            "train/users": float(len(users)),
-            "train/samples": aggregate.metrics.get("samples", 0.0),
-        })
+        metrics.update(
+            {
+                "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,
+                "train/users": float(len(users)),
+                "train/samples": aggregate.metrics.get("samples", 0.0),
+            }
+        )
         return metrics
 
     def _apply(self, server_round: int, mean_update: dict[str, torch.Tensor], reply: Message | None) -> dict:
@@ -165,8 +177,12 @@ class FederatedLoop:
             candidate[name] = (torch.as_tensor(value, dtype=torch.float64) + delta).float().numpy()
         if reply is None:  # nobody took part: the (noised) mean is applied as plain FedAvg would
             return candidate
-        reply.content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in candidate.items()}),
-                                    "metrics": MetricRecord({"num-examples": 1.0})})
+        reply.content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in candidate.items()}),
+                "metrics": MetricRecord({"num-examples": 1.0}),
+            }
+        )
         new_arrays, _ = self.strategy.aggregate_train(server_round, [reply])
         if new_arrays is None:
             raise RuntimeError(f"strategy {type(self.strategy).__name__} returned no model in round {server_round}")
@@ -175,8 +191,12 @@ class FederatedLoop:
     def _evaluate(self, grid: Grid, server_round: int) -> UserMetrics:
         arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
         messages = [
-            Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
-                    node, MessageType.EVALUATE, group_id=f"evaluate-{server_round}")
+            Message(
+                RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
+                node,
+                MessageType.EVALUATE,
+                group_id=f"evaluate-{server_round}",
+            )
             for node in self.partition_of_node
         ]
         parts = []

@@ -39,5 +39,7 @@ class UserSampler:
     def describe(self) -> str:
         if self.method == "poisson":
             return f"Poisson, each of {len(self.eligible)} users independently with q={self.participation:g}"
-        return f"fixed-size cohort of {max(1, int(round(self.participation * len(self.eligible))))} of " \
-               f"{len(self.eligible)} users, uniformly without replacement"
+        return (
+            f"fixed-size cohort of {max(1, int(round(self.participation * len(self.eligible))))} of "
+            f"{len(self.eligible)} users, uniformly without replacement"
+        )

@@ -22,8 +22,9 @@ from fedsim.config import StrategyConfig
 
 def build_strategy(cfg: StrategyConfig, n_nodes: int) -> Strategy:
     """The Flower strategy named by ``strategy.name`` (waits for all ``n_nodes`` nodes before round 1)."""
-    common = dict(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=1,
-                  min_available_nodes=n_nodes)
+    common = dict(
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=n_nodes
+    )
     if cfg.name == "fedavg":
         if cfg.server_lr == 1.0:
             return FedAvg(**common)

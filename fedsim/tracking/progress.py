@@ -18,8 +18,10 @@ class ProgressBar(Callback):
 
     def on_round_end(self, report: RoundReport) -> str | None:
         self.latest.update({k: v for k, v in report.metrics.items() if k in SHOWN})
-        self.bar.set_postfix({k.split("/")[-1] if k != "privacy/epsilon" else "eps": f"{v:.4f}"
-                              for k, v in self.latest.items()}, refresh=False)
+        self.bar.set_postfix(
+            {k.split("/")[-1] if k != "privacy/epsilon" else "eps": f"{v:.4f}" for k, v in self.latest.items()},
+            refresh=False,
+        )
         if report.server_round > self.bar.n:
             self.bar.update(report.server_round - self.bar.n)
         return None
@@ -32,15 +34,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The final table: best (by validation) and final test metrics next to the baselines."""
     k = summary.get("evaluation_k", 10)
     names = [f"test/hr@{k}", f"test/ndcg@{k}", f"test/recall@{k}_full", f"test/ndcg@{k}_full"]
-    rows = [("best round " + str(summary["best"].get("round", "-")), summary.get("best", {})),
-            ("final round " + str(summary["final"].get("round", "-")), summary.get("final", {}))]
+    rows = [
+        ("best round " + str(summary["best"].get("round", "-")), summary.get("best", {})),
+        ("final round " + str(summary["final"].get("round", "-")), summary.get("final", {})),
+    ]
     for name, base in summary.get("baselines", {}).items():
         rows.append((name, base))
     width = max(len(r[0]) for r in rows) + 2
     lines = [" " * width + "".join(f"{n:>22}" for n in names)]
     for label, values in rows:
-        cells = "".join(f"{values.get(n, float('nan')):>22.4f}" if isinstance(values.get(n), (int, float))
-                        else f"{'-':>22}" for n in names)
+        cells = "".join(
+            f"{values.get(n, float('nan')):>22.4f}" if isinstance(values.get(n), (int, float)) else f"{'-':>22}"
+            for n in names
+        )
         lines.append(f"{label:<{width}}{cells}")
     lines.append(f"protocol: {summary.get('protocol', {}).get('short', '')}")
     if summary.get("threat_model"):

@@ -33,8 +33,11 @@ class TensorBoardCallback(Callback):
 
     def on_run_begin(self, info: dict[str, Any]) -> None:
         flat = flatten(info.get("config", {}))
-        self.hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in flat.items()
-                        if not self.hparam_keys or k in self.hparam_keys}
+        self.hparams = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in flat.items()
+            if not self.hparam_keys or k in self.hparam_keys
+        }
         self.hparams.update(info.get("extra_hparams", {}))
         for section in ("protocol", "threat_model", "data"):
             if section in info:

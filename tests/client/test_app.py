@@ -8,8 +8,13 @@ from fedsim.client.device import get_runtime
 
 
 def _context(partition: int, n: int) -> Context:
-    return Context(run_id=1, node_id=7, node_config={"partition-id": partition, "num-partitions": n},
-                   state=RecordDict(), run_config={})
+    return Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": partition, "num-partitions": n},
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def _all_numbers(reply: Message) -> list[np.ndarray]:
@@ -30,13 +35,17 @@ def test_private_embeddings_never_leave_the_node(tiny_cfg, flower_identity):
     users = rt.shards[0][:5]
     shared = rt.model.init_shared(0)
     arrays = ArrayRecord({k: Array(v) for k, v in shared.items()})
-    train = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1,
-                                                                          "user-ids": users.tolist()})}),
-                    7, MessageType.TRAIN)
+    train = Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1, "user-ids": users.tolist()})}),
+        7,
+        MessageType.TRAIN,
+    )
     # Execute
     reply = app(train, context)
-    evaluate = app(Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}), 7,
-                           MessageType.EVALUATE), context)
+    evaluate = app(
+        Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}), 7, MessageType.EVALUATE),
+        context,
+    )
     # Assert: the embeddings live in context.state, changed by training, and appear in no reply
     private = context.state[STATE_KEY]["user-embedding"].numpy()
     initial = rt.model.init_private(rt.shards[0], tiny_cfg.seed)

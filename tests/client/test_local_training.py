@@ -24,8 +24,9 @@ def test_vectorised_training_equals_training_each_user_alone(split, name, optimi
     users = np.arange(12)
     private = model.init_private(users, 0)
     samples = [draw_user_samples(split, int(u), 1, 0, 3, 2, loss) for u in users]
-    params = LocalTrainingParams(batch_size=16, lr=0.05, optimizer=optimizer, loss=loss, l2=1e-3, proximal_mu=0.1,
-                                 max_rows_per_chunk=400)
+    params = LocalTrainingParams(
+        batch_size=16, lr=0.05, optimizer=optimizer, loss=loss, l2=1e-3, proximal_mu=0.1, max_rows_per_chunk=400
+    )
     together = train_users(model, shared, private, samples, params)
     assert len(together.chunks) > 1  # the budget forced several chunks
     for u in (0, 5, 11):
@@ -37,8 +38,10 @@ def test_vectorised_training_equals_training_each_user_alone(split, name, optimi
 
 def test_one_sgd_step_matches_the_hand_derived_gradient():
     model = build_model(ModelConfig(name="mf", dim=2), n_items=4)
-    shared = {"item_embedding": np.array([[0.1, 0.2], [0.3, -0.1], [0, 0], [0, 0]], np.float32),
-              "item_bias": np.zeros((4, 1), np.float32)}
+    shared = {
+        "item_embedding": np.array([[0.1, 0.2], [0.3, -0.1], [0, 0], [0, 0]], np.float32),
+        "item_bias": np.zeros((4, 1), np.float32),
+    }
     p = np.array([[0.5, -0.5]], np.float32)
     samples = [UserSamples(0, np.array([0, 1]), np.array([0, 1]), np.array([1.0, 0.0], np.float32))]
     result = train_users(model, shared, p, samples, LocalTrainingParams(batch_size=2, lr=0.1))
@@ -66,8 +69,9 @@ def test_chunks_respect_the_budget_and_cover_everyone():
 def test_row_norms_show_which_items_a_user_touched(split):
     model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
     samples = [draw_user_samples(split, 0, 1, 0, 2, 1, "bce")]
-    result = train_users(model, model.init_shared(0), model.init_private(np.array([0]), 0), samples,
-                         LocalTrainingParams())
+    result = train_users(
+        model, model.init_shared(0), model.init_private(np.array([0]), 0), samples, LocalTrainingParams()
+    )
     touched = set(np.unique(samples[0].first).tolist())
     nonzero = set(torch.nonzero(result.item_row_norms(split.n_items)[0]).flatten().tolist())
     assert nonzero == touched

@@ -12,8 +12,9 @@ def _write_ml100k(folder, data_rows, user_rows):
 
 
 def test_reads_a_small_ml100k_layout_with_attributes(tmp_path):
-    _write_ml100k(tmp_path, [(1, 10, 5, 100), (2, 11, 1, 50), (1, 11, 3, 90)],
-                  [(1, 24, "M", "writer"), (2, 61, "F", "doctor")])
+    _write_ml100k(
+        tmp_path, [(1, 10, 5, 100), (2, 11, 1, 50), (1, 11, 3, 90)], [(1, 24, "M", "writer"), (2, 61, "F", "doctor")]
+    )
     data = load_ml100k(tmp_path)
     assert (data.n_users, data.n_items, data.n_interactions) == (2, 2, 3)
     assert data.user_attributes["gender"].tolist() == ["M", "F"]

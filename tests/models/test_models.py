@@ -33,7 +33,9 @@ def test_score_all_matches_score_and_is_deterministic(name):
 
 def test_mf_score_is_dot_product_plus_bias():
     model = build_model(ModelConfig(name="mf", dim=2), n_items=3)
-    shared = {"item_embedding": np.array([[1, 0], [0, 1], [1, 1]], np.float32),
-              "item_bias": np.array([[0.5], [0], [-1]], np.float32)}
+    shared = {
+        "item_embedding": np.array([[1, 0], [0, 1], [1, 1]], np.float32),
+        "item_bias": np.array([[0.5], [0], [-1]], np.float32),
+    }
     scores = model.score_all(torch.tensor([[2.0, 3.0]]), shared)
     assert scores.tolist() == [[2.5, 3.0, 4.0]]

@@ -12,20 +12,27 @@ from fedsim.privacy.accountant import PrivacyAccountant
 
 
 def _reference(q: float, z: float, rounds: int, delta: float) -> tuple[float, float]:
-    event = dp_event.SelfComposedDpEvent(
-        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z)), rounds)
-    pld = PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-                        value_discretization_interval=1e-4).compose(event).get_epsilon(delta)
+    event = dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(z)), rounds)
+    pld = (
+        PLDAccountant(
+            neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4
+        )
+        .compose(event)
+        .get_epsilon(delta)
+    )
     rdp = RdpAccountant().compose(event).get_epsilon(delta)
     return pld, rdp
 
 
-@pytest.mark.parametrize("q, z, rounds, delta", [
-    (0.01, 1.0, 100, 1e-5),
-    (0.001, 0.8, 2000, 1e-6),     # small q, large T
-    (0.2, 2.5, 30, 1e-5),
-    (50 / 943, 1.0, 100, 1e-3),
-])
+@pytest.mark.parametrize(
+    "q, z, rounds, delta",
+    [
+        (0.01, 1.0, 100, 1e-5),
+        (0.001, 0.8, 2000, 1e-6),  # small q, large T
+        (0.2, 2.5, 30, 1e-5),
+        (50 / 943, 1.0, 100, 1e-3),
+    ],
+)
 def test_epsilon_matches_an_independent_dp_accounting_computation(q, z, rounds, delta):
     accountant = PrivacyAccountant(delta)
     for _ in range(rounds):

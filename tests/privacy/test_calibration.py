@@ -42,6 +42,6 @@ def test_adaptive_clipping_tracks_the_target_quantile():
 def test_count_noise_takes_its_share_of_the_budget():
     z_update = update_noise_multiplier(1.0, count_stddev=5.0)
     assert z_update > 1.0
-    assert (z_update ** -2 + (2 * 5.0) ** -2) ** -0.5 == pytest.approx(1.0)
+    assert (z_update**-2 + (2 * 5.0) ** -2) ** -0.5 == pytest.approx(1.0)
     with pytest.raises(ValueError, match="clipped_count_stddev"):
         update_noise_multiplier(4.0, count_stddev=1.0)

@@ -22,8 +22,9 @@ def _trained(n_users=10):
     model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
     users = np.arange(n_users)
     samples = [draw_user_samples(split, int(u), 1, 0, 4, 3, "bce") for u in users]
-    result = train_users(model, model.init_shared(0), model.init_private(users, 0), samples,
-                         LocalTrainingParams(lr=1.0))
+    result = train_users(
+        model, model.init_shared(0), model.init_private(users, 0), samples, LocalTrainingParams(lr=1.0)
+    )
     return model, result
 
 
@@ -37,8 +38,7 @@ def test_no_released_update_exceeds_the_clipping_norm():
 
 def test_central_noise_has_the_configured_standard_deviation():
     z, clip, q, population = 1.3, 0.7, 0.25, 400
-    mechanism = CentralDP(PrivacyConfig(mechanism="central", noise_multiplier=z, clipping_norm=clip),
-                          population, q, 10)
+    mechanism = CentralDP(PrivacyConfig(mechanism="central", noise_multiplier=z, clipping_norm=clip), population, q, 10)
     zero = Aggregate(torch.zeros(500, 40, dtype=torch.float64), {}, 0.0, 0)
     mean, _ = mechanism.mean_update(zero, np.random.default_rng(1))
     empirical = float(mean["__items__"].std()) * q * population  # undo the fixed denominator qN
