@@ -251,7 +251,7 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
         _check(
             "privacy.target_epsilon",
             p.target_epsilon > 0,
-            "a number > 0 (use privacy=none for no DP)",
+            "a number > 0, or inf (same pipeline, no noise)",
             p.target_epsilon,
         )
     if p.max_epsilon is not None:

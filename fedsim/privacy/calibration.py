@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dp_accounting as dpa
 from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
@@ -20,6 +22,9 @@ def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, 
     Uses ``dp_accounting.calibrate_dp_mechanism`` (Brent's method), then nudges z up until the accountant
     confirms the target, since the search is only accurate to its tolerance in z.
     """
+
+    if math.isinf(target_epsilon):
+        return 0.0  # ε = ∞: the same pipeline (sampling, clipping, fixed denominator) without noise
 
     def make_accountant():
         if method == "rdp":
