@@ -8,11 +8,12 @@ before anything runs. Ranges and cross-field rules are checked once, here, in :f
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,52 @@ class PrivacyConfig:
 
 
 @dataclass
+class ConsentConfig:
+    """``consent/``: users who opt out of personalisation (they never train and are served a fallback)."""
+
+    opt_out_rate: float = 0.0
+    group_attribute: str | None = None
+    group_value: str | None = None
+    group_factor: float = 1.0
+    fallback: str = "popularity"
+
+
+@dataclass
+class AttackConfig:
+    """``attack/``: measured privacy risk (curious-server item-set attack, membership inference, re-identification)."""
+
+    item_set: bool = True
+    users_per_round: int = 16
+    mitigation: str = "none"
+    fake_ratio: float = 1.0
+    membership: bool = True
+    holdout_share: float = 0.1
+    fit_epochs: int = 3
+    reid_sizes: list[int] = field(default_factory=lambda: [2, 4, 8])
+
+
+@dataclass
+class AuditRule:
+    """One gate: ``metric`` (a metric tag, ``*`` allowed: the worst match counts) must stay ``>= min`` / ``<= max``."""
+
+    metric: str = MISSING
+    min: float | None = None
+    max: float | None = None
+    action: str = "warn"
+    then: str = "stop"
+    remediation: str = "none"
+
+
+@dataclass
+class AuditConfig:
+    """``audit/``: gates checked every evaluation round, and what to do on a breach."""
+
+    enabled: bool = True
+    rules: dict[str, AuditRule] = field(default_factory=dict)
+    explain_users: int = 3
+
+
+@dataclass
 class EvaluationConfig:
     """When and how users are evaluated (on their own devices)."""
 
@@ -133,6 +180,9 @@ class FedsimConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    consent: ConsentConfig = field(default_factory=ConsentConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 DATASETS = ("synthetic", "ml-100k", "ml-1m")
@@ -147,6 +197,11 @@ CLIPPINGS = ("fixed", "adaptive")
 ACCOUNTANTS = ("pld", "rdp")
 MODES = ("federated", "centralized")
 BACKENDS = ("ray", "inprocess")
+FALLBACKS = ("popularity", "shared_model")
+MITIGATIONS = ("none", "fake_items", "dense")
+ACTIONS = ("warn", "pause", "rollback")
+THENS = ("stop", "continue")
+REMEDIATIONS = ("none", "more_noise")
 
 
 def register_schemas() -> None:
@@ -273,6 +328,30 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)"
         )
 
+    co = cfg.consent
+    _check("consent.opt_out_rate", 0.0 <= co.opt_out_rate < 1.0, "0 <= rate < 1", co.opt_out_rate)
+    _positive("consent.group_factor", co.group_factor)
+    _one_of("consent.fallback", co.fallback, FALLBACKS)
+    if (co.group_attribute is None) != (co.group_value is None):
+        raise ConfigError("set both consent.group_attribute and consent.group_value, or neither")
+
+    a = cfg.attack
+    _check("attack.users_per_round", a.users_per_round >= 0, "an integer >= 0", a.users_per_round)
+    _one_of("attack.mitigation", a.mitigation, MITIGATIONS)
+    _check("attack.fake_ratio", a.fake_ratio > 0, "a number > 0", a.fake_ratio)
+    _check("attack.holdout_share", 0.0 <= a.holdout_share < 0.5, "0 <= share < 0.5", a.holdout_share)
+    _check("attack.fit_epochs", a.fit_epochs >= 1, "an integer >= 1", a.fit_epochs)
+    _check("attack.reid_sizes", all(x >= 1 for x in a.reid_sizes), "positive integers", a.reid_sizes)
+
+    for name, rule in cfg.audit.rules.items():
+        _one_of(f"audit.rules.{name}.action", rule.action, ACTIONS)
+        _one_of(f"audit.rules.{name}.then", rule.then, THENS)
+        _one_of(f"audit.rules.{name}.remediation", rule.remediation, REMEDIATIONS)
+        if (rule.min is None) == (rule.max is None):
+            raise ConfigError(f"audit.rules.{name}: set exactly one of min and max")
+        if rule.remediation == "more_noise" and p.mechanism == "none":
+            raise ConfigError(f"audit.rules.{name}.remediation=more_noise needs a privacy mechanism (privacy=central)")
+
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)
     _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
@@ -289,13 +368,20 @@ def to_schema(cfg: DictConfig) -> FedsimConfig:
 
 
 def _build(schema: type, values: dict[str, Any]) -> Any:
+    """Instantiate ``schema`` from plain values, recursing into nested dataclasses and dicts of dataclasses."""
+    hints = typing.get_type_hints(schema)
+    known = {f.name for f in fields(schema)}
     kwargs = {}
-    known = {f.name: f for f in fields(schema)}
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"unknown key {key!r} in {schema.__name__}; allowed: {', '.join(sorted(known))}")
-        default = known[key].default_factory() if callable(known[key].default_factory) else None
-        kwargs[key] = _build(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
+        hint = hints[key]
+        args = typing.get_args(hint)
+        if is_dataclass(hint) and isinstance(value, dict):
+            value = _build(hint, value)
+        elif typing.get_origin(hint) is dict and len(args) == 2 and is_dataclass(args[1]) and isinstance(value, dict):
+            value = {k: _build(args[1], v) if isinstance(v, dict) else v for k, v in value.items()}
+        kwargs[key] = value
     return schema(**kwargs)
 
 

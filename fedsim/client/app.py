@@ -73,9 +73,10 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     partition = int(context.node_config["partition-id"])
     shared = {k: v.numpy() for k, v in msg.content["arrays"].items()}
     users = rt.shards[partition]
-    result = evaluate_shard(rt, users, _private_embeddings(context, rt, partition), shared)
+    result, extra = evaluate_shard(rt, users, _private_embeddings(context, rt, partition), shared)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
+    record.update({name: values.tolist() for name, values in extra.items()})
     return Message(RecordDict({"metrics": MetricRecord(record)}), reply_to=msg)
 
 

@@ -44,6 +44,7 @@ class LocalTrainingParams:
     l2: float = 0.0
     proximal_mu: float = 0.0
     max_rows_per_chunk: int = 262_144
+    train_shared: bool = True
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -287,6 +288,10 @@ def _train_chunk(
                     k: g + p.proximal_mu * (dense[k] - dense_start[k]) * _bcast(active, g)
                     for k, g in dense_grad.items()
                 }
+            if not p.train_shared:  # fit the private embedding only, shared parameters frozen
+                flat_idx = flat_idx[:0]
+                flat_grad = flat_grad[:0]
+                dense_grad = {k: torch.zeros_like(g) for k, g in dense_grad.items()}
             if adam:
                 steps += active.long()
                 uniq, inverse = torch.unique(flat_idx, return_inverse=True)

@@ -35,15 +35,40 @@ def user_rng(seed: int, server_round: int, user: int, stream: int = 0) -> np.ran
 
 
 def draw_user_samples(
-    split: Split, user: int, server_round: int, seed: int, negatives: int, epochs: int, loss: str
+    split: Split,
+    user: int,
+    server_round: int,
+    seed: int,
+    negatives: int,
+    epochs: int,
+    loss: str,
+    fake_ratio: float = 0.0,
+    dense: bool = False,
 ) -> UserSamples:
-    """Draw ``epochs`` passes over the user's positives, each with ``negatives`` fresh negatives per positive."""
+    """Draw ``epochs`` passes over the user's positives, each with ``negatives`` fresh negatives per positive.
+
+    Two item-set-attack mitigations change the stream (``attack.mitigation``):
+
+    * ``fake_ratio`` > 0 — pseudo-interactions (FedRec "hybrid filling", Lin et al. 2020): each epoch,
+      ``fake_ratio × |positives|`` random unseen items are trained on as if they were positives, so the upload
+      touches items the user never chose;
+    * ``dense`` — every unseen item is a negative once per epoch, so the upload touches the whole catalogue.
+    """
     rng = user_rng(seed, server_round, user)
-    positives = split.train_items_of(user)
-    seen = np.sort(positives)
+    real = split.train_items_of(user)
+    seen = np.sort(real)
     firsts, seconds, labels = [], [], []
     for _ in range(epochs):
-        neg = sample_unseen(rng, split.n_items, seen, negatives * len(positives))
+        positives = real
+        if fake_ratio > 0:
+            fakes = sample_unseen(rng, split.n_items, seen, max(1, int(round(fake_ratio * len(real)))), replace=False)
+            positives = np.concatenate([real, fakes])
+        if dense:
+            neg = np.setdiff1d(np.arange(split.n_items), positives)
+            if loss == "bpr":
+                neg = rng.choice(neg, size=negatives * len(positives))
+        else:
+            neg = sample_unseen(rng, split.n_items, np.sort(positives), negatives * len(positives))
         if loss == "bpr":
             first = np.repeat(positives, negatives)
             second = neg

@@ -125,6 +125,9 @@ class CentralDP(NoPrivacy):
             "privacy/delta": self.delta,
         }
 
+    def max_advantage_bound(self) -> float:
+        return self.accountant.max_advantage()
+
     def threat_model(self) -> dict[str, Any]:
         eps = f"target ε={self.target_epsilon:g}" if self.target_epsilon is not None else "z set directly"
         return {

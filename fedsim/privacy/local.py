@@ -22,7 +22,7 @@ import torch
 
 from fedsim.client.local_training import LocalResult
 from fedsim.config import PrivacyConfig
-from fedsim.privacy.accountant import epsilon_of
+from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import local_sigma_multiplier
 from fedsim.privacy.central import default_delta
 from fedsim.privacy.clipping import clip_updates_
@@ -103,6 +103,10 @@ class LocalDP(NoPrivacy):
             "privacy/epsilon_median_user": self.epsilon_for(int(np.median(counts))) if len(counts) else 0.0,
             "privacy/delta": self.delta,
         }
+
+    def max_advantage_bound(self) -> float:
+        worst = int(self.participations.max()) if len(self.participations) else 0
+        return max_advantage([(1.0, self.z, worst)]) if worst else 0.0
 
     def threat_model(self) -> dict[str, Any]:
         return {

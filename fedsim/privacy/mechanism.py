@@ -80,6 +80,10 @@ class NoPrivacy:
         """Account for the release just made; return metrics such as ``privacy/epsilon``."""
         return {}
 
+    def max_advantage_bound(self) -> float:
+        """The largest membership advantage any attack can reach under the accountant (1 = no bound)."""
+        return 1.0
+
     def threat_model(self) -> dict[str, Any]:
         return {
             "mechanism": "none",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -18,7 +17,7 @@ from fedsim.server.strategy import build_strategy
 
 def build_loop(cfg: FedsimConfig, callbacks: Callback, eligible=None) -> FederatedLoop:
     rt = get_runtime(cfg)
-    users = np.flatnonzero(rt.split.n_train() > 0) if eligible is None else eligible
+    users = rt.eligible if eligible is None else eligible
     sampler = UserSampler(users, cfg.federation.participation, cfg.federation.sampling, cfg.seed)
     return FederatedLoop(rt, build_strategy(cfg.strategy, rt.n_nodes), rt.mechanism, sampler, callbacks)
 

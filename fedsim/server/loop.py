@@ -24,6 +24,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.client.device import Runtime
+from fedsim.ethics.attacks import membership_attack
+from fedsim.ethics.consent import HOLDOUT, OPTED_IN
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
 from fedsim.privacy.mechanism import Aggregate, NoPrivacy
 from fedsim.server.aggregation import sum_uploads
@@ -65,6 +67,8 @@ class FederatedLoop:
         self.callbacks = callbacks
         self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
         self.partition_of_node: dict[int, int] = {}
+        self.participations = np.zeros(rt.split.n_users, dtype=np.int64)
+        self.membership_losses: dict[int, float] = {}
         self.stop_reason = ""
         self.rounds_completed = 0
 
@@ -84,6 +88,7 @@ class FederatedLoop:
             # --- TRAINING (devices) ------------------------------------------------------------------------------
             users = self.sampler.sample(server_round)
             metrics = self._train_round(grid, server_round, users)
+            self.participations[users] += 1
             metrics["time/round_s"] = time.perf_counter() - started
 
             # --- EVALUATION (devices) ----------------------------------------------------------------------------
@@ -92,6 +97,7 @@ class FederatedLoop:
                 t_eval = time.perf_counter()
                 evaluation = self._evaluate(grid, server_round)
                 metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
+                metrics.update(self._risk_metrics())
                 metrics["time/eval_s"] = time.perf_counter() - t_eval
                 last_eval_round = server_round
             self.rounds_completed = server_round
@@ -105,8 +111,9 @@ class FederatedLoop:
         if self.rounds_completed and last_eval_round != self.rounds_completed:
             # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
             evaluation = self._evaluate(grid, self.rounds_completed)
-            metrics = {k: v for k, v in last_metrics.items() if k.startswith("privacy/")}
+            metrics = {k: v for k, v in last_metrics.items() if k.startswith(("privacy/", "risk/itemset"))}
             metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
+            metrics.update(self._risk_metrics())
             self.callbacks.on_round_end(RoundReport(self.rounds_completed, metrics, evaluation, self.shared))
         return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
 
@@ -204,9 +211,24 @@ class FederatedLoop:
             record = reply.content["metrics"]
             users = np.asarray(record["user-ids"], dtype=np.int64)
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
-            top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1)
+            top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1 if len(users) else 0)
             parts.append(UserMetrics(users, values, top_k))
+            if "mia-users" in record:
+                self.membership_losses.update(zip(record["mia-users"], record["mia-loss"], strict=True))
         return UserMetrics.concat(parts)
+
+    def _risk_metrics(self) -> dict[str, float]:
+        """Membership inference on the latest evaluation, and the ceiling any attack has under the accountant."""
+        out = {"risk/max_advantage_bound": self.mechanism.max_advantage_bound()}
+        if self.membership_losses:
+            users = np.array(sorted(self.membership_losses))
+            losses = np.array([self.membership_losses[u] for u in users])
+            roles = self.rt.roles[users]
+            members = (roles == OPTED_IN) & (self.participations[users] > 0)
+            nonmembers = roles == HOLDOUT
+            if members.any() and nonmembers.any():
+                out.update(membership_attack(losses[members], losses[nonmembers]))
+        return out
 
     # --- helpers -------------------------------------------------------------------------------------------------
     def _send(self, grid: Grid, messages: list[Message]) -> list[Message]:
