@@ -75,4 +75,8 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
         if reason:
             stop_reason = reason
             break
-    return {"rounds_completed": rounds_done, "stop_reason": stop_reason}
+    return {
+        "rounds_completed": rounds_done,
+        "stop_reason": stop_reason,
+        "shared": {k: v.detach().numpy().copy() for k, v in shared.items()},
+    }

@@ -6,20 +6,29 @@ metrics.jsonl, progress) → summary.json and the console table.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fedsim.centralized import train_centralized
 from fedsim.client.app import make_client_app
 from fedsim.client.device import get_runtime
 from fedsim.config import FedsimConfig, as_dict
+from fedsim.ethics.attacks import reidentification_risk
+from fedsim.ethics.audit import AuditCallback
+from fedsim.ethics.consent import HOLDOUT, OPTED_IN, OPTED_OUT
+from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
+from fedsim.ethics.monitor import EthicsMonitor
 from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
+from fedsim.report.run_report import render
 from fedsim.server.app import build_loop, make_server_app
 from fedsim.server.callbacks import CallbackList
 from fedsim.simulation import InProcessGrid, quiet_flower, run_federation
 from fedsim.tracking.progress import ProgressBar, format_summary
-from fedsim.tracking.recorder import RunRecorder
+from fedsim.tracking.recorder import RunRecorder, write_json
 from fedsim.tracking.tensorboard import TensorBoardCallback
 
 HPARAM_KEYS = (
@@ -61,14 +70,24 @@ def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
     }
 
 
+def _data_audit(rt) -> dict[str, float]:
+    """Re-identification risk of the training data of the users who take part (opted in)."""
+    users = np.flatnonzero(rt.roles == OPTED_IN)
+    return reidentification_risk(
+        [rt.split.train_items_of(int(u)) for u in users], rt.split.n_items, list(rt.cfg.attack.reid_sizes), rt.cfg.seed
+    )
+
+
 def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     quiet_flower(cfg.verbose)
     rt = get_runtime(cfg)
+    federated = cfg.mode == "federated"
+    mechanism = rt.fresh_mechanism()
     k = cfg.evaluation.k
-    pop = item_pop(rt.split, k)
-    baselines = {"ItemPop": metric_tags(pop.mean(), k)}
+    baselines = {"ItemPop": metric_tags(item_pop(rt.split, k).mean(), k)}
     info = {
         "name": cfg.name,
         "run_dir": str(run_dir),
@@ -81,44 +100,86 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
             "evaluated_users": int(len(rt.split.evaluated_users)),
             "nodes": rt.n_nodes,
         },
+        "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
+        "data_audit": _data_audit(rt),
         "protocol": describe_protocol(cfg),
-        "threat_model": rt.mechanism.threat_model()
-        if cfg.mode == "federated"
+        "threat_model": mechanism.threat_model()
+        if federated
         else {"mechanism": "none", "guarantee": "centralized training on pooled data: no federation, no DP"},
         "baselines": baselines,
         "evaluation_k": k,
     }
+    initial_shared = rt.model.init_shared(cfg.seed)
+    monitor = EthicsMonitor(rt, run_dir, cfg.seed)
+    audit = AuditCallback(dict(cfg.audit.rules), run_dir, initial_shared) if cfg.audit.enabled else None
     recorder = RunRecorder(run_dir, k)
-    tensorboard = TensorBoardCallback(run_dir, HPARAM_KEYS)
-    progress = ProgressBar(cfg.federation.rounds, enabled=cfg.progress, desc=f"{cfg.mode} rounds")
-    callbacks = CallbackList([recorder, tensorboard, progress])
+    writers = [
+        recorder,
+        TensorBoardCallback(run_dir, HPARAM_KEYS),
+        ProgressBar(cfg.federation.rounds, enabled=cfg.progress, desc=f"{cfg.mode} rounds"),
+    ]
+    # measurements first (they add metrics), then the audit (it gates on them), then the writers
+    callbacks = CallbackList([monitor, *([audit] if audit else []), *writers])
     callbacks.on_run_begin(info)
 
-    if cfg.mode == "centralized":
+    device_dir = str(run_dir / "devices")
+    outcome: dict[str, Any] = {}
+    if not federated:
         outcome = train_centralized(rt, callbacks)
+    elif cfg.federation.backend == "inprocess":
+        loop = build_loop(cfg, callbacks, mechanism, device_dir)
+        outcome = loop.run(InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))
+        outcome["loop"] = loop
     else:
-        outcome: dict[str, Any] = {}
-        client_app = make_client_app(cfg)
-        if cfg.federation.backend == "inprocess":
-            outcome.update(build_loop(cfg, callbacks).run(InProcessGrid(client_app, rt.n_nodes, seed=cfg.seed)))
-        else:
-            server_app = make_server_app(cfg, callbacks, outcome)
-            run_federation(
-                server_app,
-                client_app,
-                rt.n_nodes,
-                cfg.federation.num_cpus_per_node,
-                cfg.federation.max_concurrent_nodes,
-                cfg.verbose,
-            )
-        outcome.pop("loop", None)
+        server_app = make_server_app(cfg, callbacks, mechanism, outcome, device_dir)
+        run_federation(
+            server_app,
+            make_client_app(cfg),
+            rt.n_nodes,
+            cfg.federation.num_cpus_per_node,
+            cfg.federation.max_concurrent_nodes,
+            cfg.verbose,
+        )
         if "rounds_completed" not in outcome:
             raise RuntimeError("the federation ended without completing a round (rerun with verbose=true)")
+    final_model = outcome.pop("loop").shared if "loop" in outcome else outcome.pop("shared", None)
+    if final_model is not None:
+        np.savez(run_dir / "model.npz", **final_model)
+    if hasattr(mechanism, "accountant"):
+        write_json(run_dir / "privacy_state.json", mechanism.state_dict())
+
     summary = recorder.summary(
-        {"stop_reason": outcome.get("stop_reason", ""), "rounds_completed": outcome.get("rounds_completed", 0)}
+        {
+            "stop_reason": outcome.get("stop_reason", ""),
+            "rounds_completed": outcome.get("rounds_completed", 0),
+            "fairness": {
+                g: {m: {grp: vars(st) for grp, st in t.items()} for m, t in ms.items()}
+                for g, ms in monitor.latest_tables.items()
+            },
+            "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
+        }
     )
     callbacks.on_run_end(summary)
+    explanations = _explain_examples(rt, run_dir, final_model, cfg.audit.explain_users) if federated else []
+    audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
+    (run_dir / "report.md").write_text(render(summary, monitor.latest_tables, audit_payload, explanations))
     return summary
+
+
+def _explain_examples(rt, run_dir: Path, shared, n_users: int) -> list[str]:
+    if shared is None or n_users <= 0:
+        return []
+    embeddings = load_device_embeddings(run_dir)
+    rng = np.random.default_rng([rt.cfg.seed, 61])
+    served = np.flatnonzero((rt.roles != HOLDOUT) & (rt.split.test_item >= 0))
+    picks = list(rng.choice(served, size=min(n_users, len(served)), replace=False))
+    opted_out = np.flatnonzero(rt.roles == OPTED_OUT)
+    if len(opted_out) and not any(rt.roles[u] == OPTED_OUT for u in picks):
+        picks[-1] = int(opted_out[0])
+    return [
+        format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
+        for u in picks
+    ]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

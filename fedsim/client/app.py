@@ -13,6 +13,8 @@ The config reaches the app through :func:`make_client_app`'s closure (``run_simu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -40,8 +42,19 @@ def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
 
 
 def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+    """Report the hosted partition; with ``save-dir`` in the config, also store the shard's private embeddings
+    *on the node's own disk* (the simulator's stand-in for each phone's storage, read by ``fedsim-explain``)."""
     partition = int(context.node_config["partition-id"])
     rt = get_runtime(cfg)
+    config = msg.content["config"] if "config" in msg.content else {}
+    if "save-dir" in config:
+        folder = Path(str(config["save-dir"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            folder / f"partition_{partition:05d}.npz",
+            users=rt.shards[partition],
+            embeddings=_private_embeddings(context, rt, partition),
+        )
     return Message(
         RecordDict({"metrics": MetricRecord({"partition-id": partition, "num-users": len(rt.shards[partition])})}),
         reply_to=msg,

@@ -44,6 +44,10 @@ class Runtime:
     def n_nodes(self) -> int:
         return len(self.shards)
 
+    def fresh_mechanism(self) -> NoPrivacy:
+        """A new server-side mechanism (its accountant starts at zero) for one run over this population."""
+        return build_mechanism(self.cfg, len(self.eligible))
+
     @property
     def eligible(self) -> np.ndarray:
         """Users who may be sampled to train: opted in, not held out, with training data."""
@@ -65,8 +69,13 @@ class Runtime:
     def samples(self, user: int, server_round: int, epochs: int | None = None, mitigate: bool = True):
         cfg, attack = self.cfg, self.cfg.attack
         return draw_user_samples(
-            self.split, int(user), server_round, cfg.seed, cfg.client.negatives,
-            cfg.client.epochs if epochs is None else epochs, cfg.model.loss,
+            self.split,
+            int(user),
+            server_round,
+            cfg.seed,
+            cfg.client.negatives,
+            cfg.client.epochs if epochs is None else epochs,
+            cfg.model.loss,
             fake_ratio=attack.fake_ratio if mitigate and attack.mitigation == "fake_items" else 0.0,
             dense=mitigate and attack.mitigation == "dense",
         )
@@ -92,6 +101,7 @@ def _build_runtime(cfg: FedsimConfig) -> Runtime:
     shards = shard_users(split.n_train(), nodes_for(cfg, data.n_users))
     roles = assign_roles(data.n_users, data.user_attributes, cfg.consent, cfg.attack, cfg.seed)
     population = int(np.sum((roles == OPTED_IN) & (split.n_train() > 0)))
+    # the devices' copy: only its stateless on-device steps (clip, local noise) are used
     return Runtime(cfg, data, split, model, shards, roles, build_mechanism(cfg, population))
 
 

@@ -34,9 +34,7 @@ def assign_roles(
                     f"consent.group_attribute={consent.group_attribute!r} is not a user attribute of this dataset; "
                     f"available: {', '.join(sorted(attributes)) or 'none'}"
                 )
-            weights[attributes[consent.group_attribute].astype(str) == str(consent.group_value)] *= (
-                consent.group_factor
-            )
+            weights[attributes[consent.group_attribute].astype(str) == str(consent.group_value)] *= consent.group_factor
         n_out = int(round(consent.opt_out_rate * n_users))
         chosen = rng.choice(n_users, size=n_out, replace=False, p=weights / weights.sum())
         roles[chosen] = OPTED_OUT

@@ -21,6 +21,17 @@ from dp_accounting.rdp import RdpAccountant
 PLD_DISCRETIZATION = 1e-4
 
 
+def _discretization(history: list[tuple[float, float, int]]) -> float:
+    """PLD grid step: 1e-4, coarser for tiny noise multipliers.
+
+    The privacy-loss range of a Gaussian grows like 1/z², and so does the PLD's memory at a fixed step (z = 0.01
+    needs ~10⁸ points and gigabytes). A coarser step keeps dp-accounting's pessimistic (upper-bound) estimate valid,
+    only looser; at such z, ε is in the hundreds or more anyway.
+    """
+    smallest = min(z for _, z, _ in history)
+    return PLD_DISCRETIZATION * max(1.0, (0.5 / smallest) ** 2)
+
+
 def gaussian_round(q: float, z: float) -> dp_event.DpEvent:
     """One DP-FedAvg release: Poisson sampling with rate q, Gaussian noise multiplier z (sensitivity-normalised)."""
     gaussian = dp_event.GaussianDpEvent(noise_multiplier=z)
@@ -41,7 +52,8 @@ def epsilon_of(history: list[tuple[float, float, int]], delta: float, method: st
     if method == "rdp":
         return float(RdpAccountant().compose(_composed(history)).get_epsilon(delta))
     accountant = PLDAccountant(
-        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=PLD_DISCRETIZATION
+        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
+        value_discretization_interval=_discretization(history),
     )
     return float(accountant.compose(_composed(history)).get_epsilon(delta))
 
@@ -54,7 +66,8 @@ def max_advantage(history: list[tuple[float, float, int]]) -> float:
     if any(z <= 0 for _, z, _ in history):
         return 1.0
     accountant = PLDAccountant(
-        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=PLD_DISCRETIZATION
+        neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
+        value_discretization_interval=_discretization(history),
     )
     return float(min(1.0, accountant.compose(_composed(history)).get_delta(0.0)))
 

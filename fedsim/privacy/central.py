@@ -125,6 +125,10 @@ class CentralDP(NoPrivacy):
             "privacy/delta": self.delta,
         }
 
+    def scale_noise(self, factor: float) -> None:
+        self.z *= factor
+        self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
+
     def max_advantage_bound(self) -> float:
         return self.accountant.max_advantage()
 

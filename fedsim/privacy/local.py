@@ -48,8 +48,13 @@ class LocalDP(NoPrivacy):
             else local_sigma_multiplier(float(cfg.target_epsilon), self.delta, rounds)
         )
         self.clipping_norm = float(cfg.clipping_norm)
-        self.participations = np.zeros(population, dtype=np.int64)
-        self._eps_cache: dict[int, float] = {}
+        # participations per noise level: one count array per z used so far (z changes only by remediation)
+        self.segments: list[tuple[float, np.ndarray]] = [(self.z, np.zeros(population, dtype=np.int64))]
+        self._eps_cache: dict[tuple, float] = {}
+
+    @property
+    def participations(self) -> np.ndarray:
+        return sum(counts for _, counts in self.segments)
 
     def sigma(self) -> float:
         return self.z * 2.0 * self.clipping_norm
@@ -81,14 +86,28 @@ class LocalDP(NoPrivacy):
             "privacy/clipping_norm": self.clipping_norm,
         }
 
-    def epsilon_for(self, releases: int) -> float:
-        if releases not in self._eps_cache:
-            self._eps_cache[releases] = epsilon_of([(1.0, self.z, releases)], self.delta) if releases else 0.0
-        return self._eps_cache[releases]
+    def _history(self, pattern: tuple[int, ...]) -> list[tuple[float, float, int]]:
+        return [(1.0, z, n) for (z, _), n in zip(self.segments, pattern, strict=True) if n > 0]
+
+    def epsilon_for(self, pattern: tuple[int, ...]) -> float:
+        """ε of a user who took part ``pattern[j]`` times at the j-th noise level (no amplification)."""
+        if pattern not in self._eps_cache:
+            history = self._history(pattern)
+            self._eps_cache[pattern] = epsilon_of(history, self.delta) if history else 0.0
+        return self._eps_cache[pattern]
+
+    def _patterns(self) -> list[tuple[int, ...]]:
+        matrix = np.stack([counts for _, counts in self.segments], axis=1)
+        return [tuple(int(x) for x in row) for row in np.unique(matrix, axis=0)]
+
+    def worst_epsilon(self, extra_release: bool = False) -> float:
+        patterns = self._patterns()
+        if extra_release:
+            patterns = [p[:-1] + (p[-1] + 1,) for p in patterns]
+        return max(self.epsilon_for(p) for p in patterns)
 
     def can_release(self, server_round: int) -> tuple[bool, str]:
-        worst = int(self.participations.max()) if len(self.participations) else 0
-        if self.max_epsilon is not None and self.epsilon_for(worst + 1) > self.max_epsilon:
+        if self.max_epsilon is not None and self.worst_epsilon(extra_release=True) > self.max_epsilon:
             return False, (
                 f"privacy budget: one more upload by the most active user would take its local ε above "
                 f"privacy.max_epsilon={self.max_epsilon:g}; the last model is kept"
@@ -96,17 +115,19 @@ class LocalDP(NoPrivacy):
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
-        self.participations[participants] += 1
-        counts = self.participations[self.participations > 0]
-        return {
-            "privacy/epsilon": self.epsilon_for(int(self.participations.max())),
-            "privacy/epsilon_median_user": self.epsilon_for(int(np.median(counts))) if len(counts) else 0.0,
-            "privacy/delta": self.delta,
-        }
+        needed = int(participants.max()) + 1 if len(participants) else 0
+        if needed > len(self.segments[0][1]):  # counts are indexed by user id, which may exceed the population
+            self.segments = [(z, np.pad(c, (0, needed - len(c)))) for z, c in self.segments]
+        self.segments[-1][1][participants] += 1
+        return {"privacy/epsilon": self.worst_epsilon(), "privacy/delta": self.delta}
+
+    def scale_noise(self, factor: float) -> None:
+        self.z *= factor
+        self.segments.append((self.z, np.zeros_like(self.segments[0][1])))
+        self._eps_cache.clear()
 
     def max_advantage_bound(self) -> float:
-        worst = int(self.participations.max()) if len(self.participations) else 0
-        return max_advantage([(1.0, self.z, worst)]) if worst else 0.0
+        return max(max_advantage(self._history(p)) for p in self._patterns())
 
     def threat_model(self) -> dict[str, Any]:
         return {
@@ -130,8 +151,10 @@ class LocalDP(NoPrivacy):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "participations": self.participations.tolist()}
+        return {"mechanism": self.name, "segments": [[z, counts.tolist()] for z, counts in self.segments]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.participations = np.asarray(state["participations"], dtype=np.int64)
+        self.segments = [(float(z), np.asarray(c, dtype=np.int64)) for z, c in state["segments"]]
+        self.z = self.segments[-1][0]
+        self._eps_cache.clear()

@@ -80,6 +80,10 @@ class NoPrivacy:
         """Account for the release just made; return metrics such as ``privacy/epsilon``."""
         return {}
 
+    def scale_noise(self, factor: float) -> None:
+        """Remediation: multiply the noise multiplier from the next release on (needs a DP mechanism)."""
+        raise ValueError("remediation more_noise needs a privacy mechanism (privacy=central or privacy=local)")
+
     def max_advantage_bound(self) -> float:
         """The largest membership advantage any attack can reach under the accountant (1 = no bound)."""
         return 1.0

@@ -19,8 +19,22 @@ from fedsim.report.collect import RunRecord
 # two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = seeds), so the CI is honest for 3 seeds
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
-RUN_COLUMNS = ["run", "dataset", "mechanism", "target_epsilon", "noise_multiplier", "clipping_norm", "q", "seed",
-               "rounds", "epsilon", "delta", "test_hr", "test_ndcg", "itempop_test_hr"]
+RUN_COLUMNS = [
+    "run",
+    "dataset",
+    "mechanism",
+    "target_epsilon",
+    "noise_multiplier",
+    "clipping_norm",
+    "q",
+    "seed",
+    "rounds",
+    "epsilon",
+    "delta",
+    "test_hr",
+    "test_ndcg",
+    "itempop_test_hr",
+]
 
 
 def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
@@ -31,9 +45,11 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
         "dataset": record.get("config.dataset.name"),
         "mechanism": record.get("config.privacy.mechanism"),
         "target_epsilon": record.get("config.privacy.target_epsilon"),
-        "noise_multiplier": threat.get("noise_multiplier", 0.0 if record.get("config.privacy.mechanism") == "none"
-                                       else None),
-        "clipping_norm": record.get("config.privacy.clipping_norm") if threat.get("noise_multiplier") is not None
+        "noise_multiplier": threat.get(
+            "noise_multiplier", 0.0 if record.get("config.privacy.mechanism") == "none" else None
+        ),
+        "clipping_norm": record.get("config.privacy.clipping_norm")
+        if threat.get("noise_multiplier") is not None
         else None,
         "q": record.get("config.federation.participation"),
         "seed": record.get("config.seed"),
@@ -72,16 +88,26 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         hr, hr_ci = mean_ci([m["test_hr"] for m in members])
         ndcg, ndcg_ci = mean_ci([m["test_ndcg"] for m in members])
         eps = [m["epsilon"] for m in members]
-        out.append({
-            "dataset": dataset, "mechanism": mechanism, "target_epsilon": target, "seeds": len(members),
-            "epsilon": float(np.mean(eps)) if all(math.isfinite(e) for e in eps) else math.inf,
-            "noise_multiplier": members[0]["noise_multiplier"],
-            "test_hr": hr, "test_hr_ci95": hr_ci, "test_ndcg": ndcg, "test_ndcg_ci95": ndcg_ci,
-            "itempop_test_hr": members[0]["itempop_test_hr"],
-        })
+        out.append(
+            {
+                "dataset": dataset,
+                "mechanism": mechanism,
+                "target_epsilon": target,
+                "seeds": len(members),
+                "epsilon": float(np.mean(eps)) if all(math.isfinite(e) for e in eps) else math.inf,
+                "noise_multiplier": members[0]["noise_multiplier"],
+                "test_hr": hr,
+                "test_hr_ci95": hr_ci,
+                "test_ndcg": ndcg,
+                "test_ndcg_ci95": ndcg_ci,
+                "itempop_test_hr": members[0]["itempop_test_hr"],
+            }
+        )
     for dataset in {o["dataset"] for o in out}:
         same = [o for o in out if o["dataset"] == dataset]
-        reference = [o for o in same if o["mechanism"] == "none"] or [o for o in same if not math.isfinite(o["epsilon"])]
+        reference = [o for o in same if o["mechanism"] == "none"] or [
+            o for o in same if not math.isfinite(o["epsilon"])
+        ]
         base_hr = reference[0]["test_hr"] if reference else math.nan
         for o in same:
             o["hr_drop_vs_nonprivate"] = base_hr - o["test_hr"] if reference else math.nan
@@ -108,13 +134,19 @@ def plot(path: Path, settings: list[dict[str, Any]]) -> None:
         finite = [s for s in rows if math.isfinite(s["epsilon"]) and s["epsilon"] > 0]
         for mechanism in sorted({s["mechanism"] for s in finite}):
             pts = sorted([s for s in finite if s["mechanism"] == mechanism], key=lambda s: s["epsilon"])
-            ax.errorbar([s["epsilon"] for s in pts], [s["test_hr"] for s in pts],
-                        yerr=[0 if math.isnan(s["test_hr_ci95"]) else s["test_hr_ci95"] for s in pts],
-                        marker="o", capsize=3, label=f"{dataset}: {mechanism} DP")
+            ax.errorbar(
+                [s["epsilon"] for s in pts],
+                [s["test_hr"] for s in pts],
+                yerr=[0 if math.isnan(s["test_hr_ci95"]) else s["test_hr_ci95"] for s in pts],
+                marker="o",
+                capsize=3,
+                label=f"{dataset}: {mechanism} DP",
+            )
         for s in rows:
             if not math.isfinite(s["epsilon"]):
-                ax.axhline(s["test_hr"], linestyle="--", color="black",
-                           label=f"{dataset}: non-private ({s['mechanism']}, ε=∞)")
+                ax.axhline(
+                    s["test_hr"], linestyle="--", color="black", label=f"{dataset}: non-private ({s['mechanism']}, ε=∞)"
+                )
                 break
         if rows and rows[0]["itempop_test_hr"] is not None:
             ax.axhline(rows[0]["itempop_test_hr"], linestyle=":", color="gray", label=f"{dataset}: ItemPop")
@@ -141,17 +173,39 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinished: list[str], root: Path) -> str:
-    lines = [f"# Privacy–utility frontier: `{root}`", "",
-             "Utility: final-round test HR@10 / NDCG@10 (leave-one-out by time, 99 sampled negatives per user). "
-             "ε: user-level, add/remove one user, Poisson sampling, PLD accountant (dp-accounting) at the δ shown "
-             "in each run's summary. Mean ± 95% CI (Student t) over seeds.", "",
-             "| dataset | mechanism | target ε | ε spent | z | seeds | test HR@10 | ± CI | test NDCG@10 | ± CI | "
-             "HR drop vs non-private | ItemPop HR@10 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Privacy–utility frontier: `{root}`",
+        "",
+        "Utility: final-round test HR@10 / NDCG@10 (leave-one-out by time, 99 sampled negatives per user). "
+        "ε: user-level, add/remove one user, Poisson sampling, PLD accountant (dp-accounting) at the δ shown "
+        "in each run's summary. Mean ± 95% CI (Student t) over seeds.",
+        "",
+        "| dataset | mechanism | target ε | ε spent | z | seeds | test HR@10 | ± CI | test NDCG@10 | ± CI | "
+        "HR drop vs non-private | ItemPop HR@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in settings:
-        lines.append("| " + " | ".join(_fmt(s[c]) if c != "seeds" else str(s[c]) for c in (
-            "dataset", "mechanism", "target_epsilon", "epsilon", "noise_multiplier", "seeds", "test_hr",
-            "test_hr_ci95", "test_ndcg", "test_ndcg_ci95", "hr_drop_vs_nonprivate", "itempop_test_hr")) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _fmt(s[c]) if c != "seeds" else str(s[c])
+                for c in (
+                    "dataset",
+                    "mechanism",
+                    "target_epsilon",
+                    "epsilon",
+                    "noise_multiplier",
+                    "seeds",
+                    "test_hr",
+                    "test_hr_ci95",
+                    "test_ndcg",
+                    "test_ndcg_ci95",
+                    "hr_drop_vs_nonprivate",
+                    "itempop_test_hr",
+                )
+            )
+            + " |"
+        )
     lines += ["", f"{len(runs)} finished runs (one row each in frontier.csv)."]
     if unfinished:
         lines += ["", f"Unfinished runs ({len(unfinished)}), not included: " + ", ".join(f"`{u}`" for u in unfinished)]

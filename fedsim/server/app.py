@@ -9,20 +9,26 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.client.device import get_runtime
 from fedsim.config import FedsimConfig
+from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.server.callbacks import Callback
 from fedsim.server.loop import FederatedLoop
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import build_strategy
 
 
-def build_loop(cfg: FedsimConfig, callbacks: Callback, eligible=None) -> FederatedLoop:
+def build_loop(
+    cfg: FedsimConfig, callbacks: Callback, mechanism: NoPrivacy, device_dir: str | None = None
+) -> FederatedLoop:
     rt = get_runtime(cfg)
-    users = rt.eligible if eligible is None else eligible
-    sampler = UserSampler(users, cfg.federation.participation, cfg.federation.sampling, cfg.seed)
-    return FederatedLoop(rt, build_strategy(cfg.strategy, rt.n_nodes), rt.mechanism, sampler, callbacks)
+    sampler = UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed)
+    return FederatedLoop(
+        rt, build_strategy(cfg.strategy, rt.n_nodes), mechanism, sampler, callbacks, device_dir=device_dir
+    )
 
 
-def make_server_app(cfg: FedsimConfig, callbacks: Callback, outcome: dict[str, Any]) -> ServerApp:
+def make_server_app(
+    cfg: FedsimConfig, callbacks: Callback, mechanism: NoPrivacy, outcome: dict[str, Any], device_dir: str | None = None
+) -> ServerApp:
     """A ServerApp closing over ``cfg`` and the driver-side ``callbacks``; ``outcome`` receives the loop's result.
 
     The ServerApp runs in a thread of the driver process, so the callbacks (TensorBoard writer, files, progress bar)
@@ -34,7 +40,7 @@ def make_server_app(cfg: FedsimConfig, callbacks: Callback, outcome: dict[str, A
     def main(grid: Grid, context: Context) -> None:
         if hasattr(grid, "pull_interval"):
             grid.pull_interval = 0.01  # the in-memory grid's 0.1 s poll would dominate a fast round
-        loop = build_loop(cfg, callbacks)
+        loop = build_loop(cfg, callbacks, mechanism, device_dir)
         outcome["loop"] = loop
         outcome.update(loop.run(grid))
 

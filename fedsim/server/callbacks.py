@@ -26,14 +26,27 @@ class RoundReport:
     participants: np.ndarray | None = None
 
 
+@dataclass
+class Decision:
+    """What a callback asks of the loop after a round: stop, restore a checkpoint of the shared model, remediate."""
+
+    stop: bool = False
+    reason: str = ""
+    restore: dict[str, np.ndarray] | None = None
+    restored_round: int | None = None
+    remediation: str = "none"
+
+
 class Callback:
     """Base class: override the hooks you need."""
 
     def on_run_begin(self, info: dict[str, Any]) -> None:
         """Called once before round 1 with the run's description (config, protocol, threat model, baselines)."""
 
-    def on_round_end(self, report: RoundReport) -> str | None:
-        """Called after every round; return a reason string to stop training after this round."""
+    def on_round_end(self, report: RoundReport) -> Decision | str | None:
+        """Called after every round; return a stop reason or a :class:`Decision` to change the course of training.
+
+        Measurement callbacks may add scalars to ``report.metrics``; they are listed before the writers."""
         return None
 
     def on_run_end(self, summary: dict[str, Any]) -> None:
@@ -50,9 +63,10 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.on_run_begin(info)
 
-    def on_round_end(self, report: RoundReport) -> str | None:
-        reasons = [cb.on_round_end(report) for cb in self.callbacks]
-        return next((r for r in reasons if r), None)
+    def on_round_end(self, report: RoundReport) -> Decision | None:
+        decisions = [cb.on_round_end(report) for cb in self.callbacks]
+        first = next((d for d in decisions if d), None)
+        return Decision(stop=True, reason=first) if isinstance(first, str) else first
 
     def on_run_end(self, summary: dict[str, Any]) -> None:
         for cb in self.callbacks:

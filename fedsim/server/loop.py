@@ -58,6 +58,7 @@ class FederatedLoop:
         sampler: UserSampler,
         callbacks: Callback,
         initial_shared: dict[str, np.ndarray] | None = None,
+        device_dir: str | None = None,
     ) -> None:
         self.rt = rt
         self.cfg = rt.cfg
@@ -71,6 +72,7 @@ class FederatedLoop:
         self.membership_losses: dict[int, float] = {}
         self.stop_reason = ""
         self.rounds_completed = 0
+        self.device_dir = device_dir
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, grid: Grid) -> dict[str, Any]:
@@ -104,10 +106,16 @@ class FederatedLoop:
 
             last_metrics = metrics
             report = RoundReport(server_round, metrics, evaluation, self.shared, users)
-            reason = self.callbacks.on_round_end(report)
-            if reason:
-                self.stop_reason = reason
-                break
+            decision = self.callbacks.on_round_end(report)
+            if decision is not None:
+                if decision.restore is not None:  # audit rollback/pause: the shared model goes back
+                    self.shared = {k: v.copy() for k, v in decision.restore.items()}
+                    last_eval_round = -1  # evaluate the restored model before the run ends
+                if decision.remediation == "more_noise":
+                    self.mechanism.scale_noise(2.0)
+                if decision.stop:
+                    self.stop_reason = decision.reason
+                    break
         if self.rounds_completed and last_eval_round != self.rounds_completed:
             # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
             evaluation = self._evaluate(grid, self.rounds_completed)
@@ -115,6 +123,19 @@ class FederatedLoop:
             metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
             metrics.update(self._risk_metrics())
             self.callbacks.on_round_end(RoundReport(self.rounds_completed, metrics, evaluation, self.shared))
+        if self.device_dir:
+            self._send(
+                grid,
+                [
+                    Message(
+                        RecordDict({"config": ConfigRecord({"save-dir": self.device_dir})}),
+                        node,
+                        MessageType.QUERY,
+                        group_id="save-device-state",
+                    )
+                    for node in self.partition_of_node
+                ],
+            )
         return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
 
     # --- steps ---------------------------------------------------------------------------------------------------
@@ -166,6 +187,10 @@ class FederatedLoop:
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
+        attacked = aggregate.metrics.get("attack-users", 0.0)
+        if attacked:  # the simulated curious server's item-set attack on single uploads
+            for key, tag in (("auc", "auc"), ("tpr1", "tpr_at_1pct_fpr"), ("precision", "precision")):
+                metrics[f"risk/itemset_{tag}"] = aggregate.metrics[f"attack-{key}-sum"] / attacked
         metrics.update(
             {
                 "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,

@@ -39,7 +39,7 @@ class TensorBoardCallback(Callback):
             if not self.hparam_keys or k in self.hparam_keys
         }
         self.hparams.update(info.get("extra_hparams", {}))
-        for section in ("protocol", "threat_model", "data"):
+        for section in ("protocol", "threat_model", "data", "data_audit", "roles"):
             if section in info:
                 text = "\n".join(f"- **{k}**: {v}" for k, v in flatten(info[section]).items())
                 self.writer.add_text(section, text, 0)

@@ -9,9 +9,12 @@ from fedsim.report.cli import main
 def _summary(mechanism, target, seed, hr, eps, finished=True):
     return {
         "finished": finished,
-        "config": {"dataset": {"name": "synthetic"}, "privacy": {"mechanism": mechanism, "target_epsilon": target,
-                                                                 "clipping_norm": 0.5},
-                   "federation": {"participation": 0.2}, "seed": seed},
+        "config": {
+            "dataset": {"name": "synthetic"},
+            "privacy": {"mechanism": mechanism, "target_epsilon": target, "clipping_norm": 0.5},
+            "federation": {"participation": 0.2},
+            "seed": seed,
+        },
         "threat_model": {"noise_multiplier": 1.0} if mechanism != "none" else {},
         "rounds_completed": 30,
         "final": {"test/hr@10": hr, "test/ndcg@10": hr / 2, **({"privacy/epsilon": eps} if eps else {})},

@@ -1,0 +1,52 @@
+"""``fedsim-explain <run dir> user=<id> [k=10]``: the top-K recommendations of one user of a finished run, each
+with the reason it was recommended."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _parse(argv: list[str]) -> tuple[Path, int, int]:
+    if not argv or argv[0] in ("-h", "--help"):
+        raise ValueError("usage: fedsim-explain <run dir> user=<id> [k=10]")
+    run_dir, options = Path(argv[0]), dict(a.split("=", 1) for a in argv[1:] if "=" in a)
+    unknown = set(options) - {"user", "k"}
+    if unknown or "user" not in options:
+        raise ValueError(f"expected user=<id> and optionally k=<n>; got {' '.join(argv[1:]) or 'nothing'}")
+    try:
+        return run_dir, int(options["user"]), int(options.get("k", 10))
+    except ValueError:
+        raise ValueError("user and k must be integers") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run_dir, user, k = _parse(argv)
+        summary_path, model_path = run_dir / "summary.json", run_dir / "model.npz"
+        if not summary_path.is_file() or not model_path.is_file():
+            raise ValueError(f"{run_dir}: not a finished fedsim run (needs summary.json and model.npz)")
+        from fedsim.client.device import get_runtime
+        from fedsim.config import from_dict
+        from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
+
+        cfg = from_dict(json.loads(summary_path.read_text())["config"])
+        rt = get_runtime(cfg)
+        if not 0 <= user < rt.data.n_users:
+            raise ValueError(f"user={user} is out of range; this run has users 0..{rt.data.n_users - 1}")
+        with np.load(model_path) as data:
+            shared = {name: data[name] for name in data.files}
+        embedding = load_device_embeddings(run_dir).get(user)
+        print(format_explanations(user, str(rt.roles[user]), explain_user(rt, shared, embedding, user, k)))
+    except ValueError as error:
+        print(f"fedsim-explain: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

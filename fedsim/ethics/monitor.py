@@ -1,0 +1,84 @@
+"""The per-evaluation ethics measurements: fairness by group, item exposure, and ``per_user.csv``.
+
+A measurement callback: it runs before the writers (TensorBoard, metrics.jsonl) and adds its scalars to the round's
+metrics, so they are logged like any other metric and the audit can gate on them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsim.client.device import Runtime
+from fedsim.ethics.consent import OPTED_IN, OPTED_OUT
+from fedsim.ethics.exposure import exposure_metrics
+from fedsim.ethics.fairness import GroupStats, activity_groups, fairness_report
+from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
+from fedsim.server.callbacks import Callback, RoundReport
+
+
+def user_groupings(rt: Runtime) -> dict[str, np.ndarray]:
+    """Every grouping of users fedsim reports on: dataset attributes, activity, consent (all users)."""
+    groupings = {name: np.asarray(values).astype(str) for name, values in rt.data.user_attributes.items()}
+    groupings.update(activity_groups(rt.split.n_train()))
+    if rt.cfg.mode == "federated" and np.any(rt.roles == OPTED_OUT):
+        groupings["consent"] = rt.roles.astype(str)
+    return groupings
+
+
+def write_per_user_csv(path: Path, rt: Runtime, evaluation: UserMetrics, groupings: dict[str, np.ndarray]) -> None:
+    users = evaluation.users
+    columns = ["user", "role", "n_train", *groupings, *PER_USER_METRICS]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        n_train = rt.split.n_train()
+        for row, user in enumerate(users.tolist()):
+            writer.writerow(
+                [
+                    user,
+                    rt.roles[user],
+                    int(n_train[user]),
+                    *(g[user] for g in groupings.values()),
+                    *(f"{evaluation.values[m][row]:.6g}" for m in PER_USER_METRICS),
+                ]
+            )
+
+
+class EthicsMonitor(Callback):
+    """Fairness gaps, exposure and per-user files at every evaluation round."""
+
+    def __init__(self, rt: Runtime, run_dir: str | Path, seed: int = 0) -> None:
+        self.rt = rt
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "per_user").mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.groupings = user_groupings(rt)
+        self.popularity = rt.split.item_popularity()
+        self.latest_tables: dict[str, dict[str, dict[str, GroupStats]]] = {}
+
+    def on_round_end(self, report: RoundReport) -> Any:
+        evaluation = report.evaluation
+        if evaluation is None or len(evaluation.users) == 0:
+            return None
+        users = evaluation.users
+        labels = {name: values[users] for name, values in self.groupings.items()}
+        scalars, tables = fairness_report(evaluation.values, labels, self.rt.cfg.evaluation.k, self.seed)
+        scalars.update(exposure_metrics(evaluation.top_k, self.popularity))
+        roles = self.rt.roles[users]
+        for role, tag in ((OPTED_IN, "opted_in"), (OPTED_OUT, "opted_out")):
+            if np.any(roles == role):
+                scalars[f"consent/{tag}_test_hr"] = float(evaluation.values["test_hr"][roles == role].mean())
+                scalars[f"consent/{tag}_users"] = float(np.sum(roles == role))
+        if "consent/opted_out_test_hr" in scalars and "consent/opted_in_test_hr" in scalars:
+            scalars["consent/personalization_lift_hr"] = (
+                scalars["consent/opted_in_test_hr"] - scalars["consent/opted_out_test_hr"]
+            )
+        report.metrics.update(scalars)
+        self.latest_tables = tables
+        for path in (self.run_dir / "per_user.csv", self.run_dir / "per_user" / f"round_{report.server_round:04d}.csv"):
+            write_per_user_csv(path, self.rt, evaluation, self.groupings)
+        return None
