@@ -74,8 +74,8 @@ class AuditCallback(Callback):
 
     def on_round_end(self, report: RoundReport) -> Decision | None:
         metrics = report.metrics
-        if self.k_metric not in metrics:
-            return None
+        if self.k_metric not in metrics or report.final_evaluation:
+            return None  # the kept model's closing evaluation is reported, not gated again
         value = metrics[self.k_metric]
         self.best_val = value if self.best_val is None else max(self.best_val, value)
         metrics[UTILITY_DROP] = self.best_val - value
@@ -91,7 +91,8 @@ class AuditCallback(Callback):
                 continue
             all_passed = all_passed and rule.action == "warn"  # warnings do not block a checkpoint
             self.breaches.append(check)
-            decision = decision or self._act(name, rule, check, report.server_round)
+            acted = self._act(name, rule, check, report.server_round)  # every breach is recorded
+            decision = decision or acted
         metrics["audit/breaches"] = float(
             sum(1 for c in self.checks if c["round"] == report.server_round and not c["passed"])
         )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from fedsim.report.collect import ReportError, collect_runs
-from fedsim.report.frontier import RUN_COLUMNS, aggregate, markdown, plot, run_row, write_csv
+from fedsim.report.frontier import ETHICS_COLUMNS, RUN_COLUMNS, aggregate, markdown, plot, run_row, write_csv
 
 SETTING_COLUMNS = [
     "dataset",
@@ -22,6 +22,7 @@ SETTING_COLUMNS = [
     "test_ndcg_ci95",
     "hr_drop_vs_nonprivate",
     "itempop_test_hr",
+    *ETHICS_COLUMNS,
 ]
 
 

@@ -36,6 +36,23 @@ RUN_COLUMNS = [
     "itempop_test_hr",
 ]
 
+# fairness, exposure and risk at the final round: what privacy costs in fairness, what personalisation costs in risk
+ETHICS_COLUMNS = {
+    "di_gender": "fair/gender/di_ratio_hr",
+    "di_age": "fair/age/di_ratio_hr",
+    "di_group": "fair/group/di_ratio_hr",
+    "di_activity": "fair/activity_top5/di_ratio_hr",
+    "eod_activity": "fair/activity_top5/eod_recall",
+    "ugf_activity": "fair/activity_top5/ugf_gap_ndcg",
+    "long_tail_share": "items/long_tail_share",
+    "coverage": "items/coverage",
+    "gini": "items/gini",
+    "itemset_auc": "risk/itemset_auc",
+    "mia_auc": "risk/mia_auc",
+    "max_advantage_bound": "risk/max_advantage_bound",
+}
+RUN_COLUMNS += list(ETHICS_COLUMNS)
+
 
 def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
     final = record.get("final", {})
@@ -59,6 +76,7 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
         "test_hr": final.get(f"test/hr@{k}"),
         "test_ndcg": final.get(f"test/ndcg@{k}"),
         "itempop_test_hr": record.get(f"baselines.ItemPop.test/hr@{k}"),
+        **{column: final.get(tag) for column, tag in ETHICS_COLUMNS.items()},
     }
 
 
@@ -101,6 +119,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test_ndcg": ndcg,
                 "test_ndcg_ci95": ndcg_ci,
                 "itempop_test_hr": members[0]["itempop_test_hr"],
+                **{column: mean_ci([m[column] for m in members])[0] for column in ETHICS_COLUMNS},
             }
         )
     for dataset in {o["dataset"] for o in out}:
@@ -160,6 +179,10 @@ def plot(path: Path, settings: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -206,7 +229,24 @@ def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinis
             )
             + " |"
         )
-    lines += ["", f"{len(runs)} finished runs (one row each in frontier.csv)."]
+    present = [c for c in ETHICS_COLUMNS if any(s.get(c) is not None and not _nan(s.get(c)) for s in settings)]
+    if present:
+        lines += [
+            "",
+            "Fairness, exposure and measured risk at the final round (means over seeds; DI = min/max group "
+            "HR@10, EOD = Recall@10 gap, UGF = NDCG@10 gap; long-tail share of recommended slots; attack AUCs "
+            "and the accountant's ceiling on any attack's advantage):",
+            "",
+            "| dataset | mechanism | target ε | " + " | ".join(present) + " |",
+            "|---|---|---|" + "---|" * len(present),
+        ]
+        for s in settings:
+            lines.append(
+                f"| {_fmt(s['dataset'])} | {_fmt(s['mechanism'])} | {_fmt(s['target_epsilon'])} | "
+                + " | ".join(_fmt(s.get(c), 3) for c in present)
+                + " |"
+            )
+    lines += ["", f"{len(runs)} finished runs (one row each in frontier_runs.csv)."]
     if unfinished:
         lines += ["", f"Unfinished runs ({len(unfinished)}), not included: " + ", ".join(f"`{u}`" for u in unfinished)]
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ class RoundReport:
     evaluation: UserMetrics | None = None
     shared: dict[str, np.ndarray] = field(default_factory=dict)
     participants: np.ndarray | None = None
+    final_evaluation: bool = False  # the extra evaluation of the kept model after an early stop or restore
 
 
 @dataclass

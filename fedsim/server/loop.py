@@ -122,7 +122,9 @@ class FederatedLoop:
             metrics = {k: v for k, v in last_metrics.items() if k.startswith(("privacy/", "risk/itemset"))}
             metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
             metrics.update(self._risk_metrics())
-            self.callbacks.on_round_end(RoundReport(self.rounds_completed, metrics, evaluation, self.shared))
+            self.callbacks.on_round_end(
+                RoundReport(self.rounds_completed, metrics, evaluation, self.shared, final_evaluation=True)
+            )
         if self.device_dir:
             self._send(
                 grid,

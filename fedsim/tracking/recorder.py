@@ -64,6 +64,8 @@ class RunRecorder(Callback):
 
     def on_round_end(self, report: RoundReport) -> str | None:
         row = {"round": report.server_round, **report.metrics}
+        if report.final_evaluation:
+            row["final_evaluation_of_kept_model"] = True
         self.history.append(row)
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(_clean(row)) + "\n")

@@ -1,0 +1,62 @@
+import csv
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from fedsim.ethics.exposure import exposure_metrics, gini, short_head
+from fedsim.ethics.fairness import activity_groups, bootstrap_ci, fairness_gaps
+from fedsim.run import run
+
+
+def test_gaps_on_hand_computed_groups():
+    groups = np.array(["a", "a", "b", "b", "b", "b"])
+    hr = np.array([1, 1, 1, 0, 0, 0], dtype=float)  # a: 1.0, b: 0.25
+    recall = np.array([1, 0, 0, 0, 0, 0], dtype=float)  # a: 0.5, b: 0
+    ndcg = np.array([0.5, 0.5, 0.2, 0.2, 0.0, 0.0])  # a: 0.5, b: 0.1
+    gaps = fairness_gaps(hr, recall, ndcg, groups)
+    assert gaps["di_ratio_hr"] == pytest.approx(0.25)
+    assert gaps["eod_recall"] == pytest.approx(0.5)
+    assert gaps["ugf_gap_ndcg"] == pytest.approx(0.4)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    values = np.random.default_rng(0).random(200)
+    low, high = bootstrap_ci(values, seed=1)
+    assert low < values.mean() < high and (low, high) == bootstrap_ci(values, seed=1)
+
+
+def test_activity_groups_mark_the_top_five_percent():
+    n_train = np.arange(1, 101)
+    groups = activity_groups(n_train)
+    assert (groups["activity_top5"] == "top5%").sum() == 5
+    assert groups["activity_quartile"][0] == "Q1" and groups["activity_quartile"][-1] == "Q4"
+
+
+def test_exposure_metrics_on_hand_computed_lists():
+    popularity = np.array([50, 40, 30, 20, 10, 5, 4, 3, 2, 1])
+    assert short_head(popularity).tolist() == [True, True] + [False] * 8
+    top = np.array([[0, 1], [0, 2], [0, 9]])
+    m = exposure_metrics(top, popularity)
+    assert m["items/coverage"] == pytest.approx(0.4)
+    assert m["items/long_tail_share"] == pytest.approx(2 / 6)
+    assert m["items/arp"] == pytest.approx((50 * 3 + 40 + 30 + 1) / 6)
+    assert gini(np.ones(10)) == pytest.approx(0.0)
+    assert gini(np.array([0, 0, 0, 10])) == pytest.approx(0.75)
+
+
+def test_every_fairness_number_can_be_recomputed_from_per_user_csv(tmp_path):
+    summary = run(tiny_config(), tmp_path)
+    rows = list(csv.DictReader((tmp_path / "per_user.csv").open()))
+    assert {"user", "role", "n_train", "group", "activity_top5", "test_hr", "test_recall_full"} <= set(rows[0])
+    groups = np.array([r["group"] for r in rows])
+    hr = np.array([float(r["test_hr"]) for r in rows])
+    recall = np.array([float(r["test_recall_full"]) for r in rows])
+    ndcg = np.array([float(r["test_ndcg"]) for r in rows])
+    gaps = fairness_gaps(hr, recall, ndcg, groups)
+    final = summary["final"]
+    assert final["fair/group/di_ratio_hr"] == pytest.approx(gaps["di_ratio_hr"], abs=1e-5)
+    assert final["fair/group/eod_recall"] == pytest.approx(gaps["eod_recall"], abs=1e-5)
+    assert final["fair/group/ugf_gap_ndcg"] == pytest.approx(gaps["ugf_gap_ndcg"], abs=1e-5)
+    assert final["test/hr@10"] == pytest.approx(hr.mean(), abs=1e-6)
+    assert (tmp_path / "report.md").read_text().count("## ") >= 7
