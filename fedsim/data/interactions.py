@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class DatasetError(ValueError):
+    """A data file is missing or malformed, or the data cannot support the protocol; the message is one line."""
+
+
 @dataclass(frozen=True)
 class Interactions:
     """An implicit-feedback log: one row per (user, item, timestamp) event.

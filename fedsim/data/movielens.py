@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsim.data.interactions import Interactions
+from fedsim.data.interactions import DatasetError, Interactions
 
 GROUPLENS_URL = "https://grouplens.org/datasets/movielens/"
 
@@ -25,10 +25,6 @@ ML100K_MD5 = {
 
 # ML-1M codes its ages; ML-100K has raw ages that we bucket into the same brackets.
 ML1M_AGE_BRACKETS = {1: "<18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
-
-
-class DatasetError(ValueError):
-    """A data file is missing or malformed; the message is one line naming the file and what was expected."""
 
 
 def age_bracket(age: int) -> str:
@@ -119,7 +115,9 @@ def load_ml100k(path: str | Path) -> Interactions:
     items = directory / "u.item"
     if items.is_file():
         titles = {int(row[0]): row[1] for row in _read_rows(items, "|", 2)}
-    return _build(ratings, user_rows, titles, f"MovieLens-100K at {directory}")
+    pristine = file_md5(data) == ML100K_MD5["u.data"]
+    note = "" if pristine else " (u.data differs from GroupLens' release: md5 mismatch)"
+    return _build(ratings, user_rows, titles, f"MovieLens-100K at {directory}{note}")
 
 
 def load_ml1m(path: str | Path) -> Interactions:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsim.data.interactions import Interactions
+from fedsim.data.interactions import DatasetError, Interactions
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def leave_one_out(data: Interactions, n_negatives: int = 99, seed: int = 0) -> S
         seen = np.sort(item[starts[u] : starts[u + 1]])
         available = data.n_items - len(seen)
         if available < n_negatives:
-            raise ValueError(
+            raise DatasetError(
                 f"user {u} has only {available} unseen items but evaluation.n_negatives={n_negatives}: "
                 "use a larger catalogue or fewer negatives"
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.config import AttackConfig, ConsentConfig
+from fedsim.config import AttackConfig, ConfigError, ConsentConfig
 
 OPTED_IN, OPTED_OUT, HOLDOUT = "opted_in", "opted_out", "holdout"
 
@@ -30,7 +30,7 @@ def assign_roles(
         weights = np.ones(n_users)
         if consent.group_attribute is not None:
             if consent.group_attribute not in attributes:
-                raise ValueError(
+                raise ConfigError(
                     f"consent.group_attribute={consent.group_attribute!r} is not a user attribute of this dataset; "
                     f"available: {', '.join(sorted(attributes)) or 'none'}"
                 )

@@ -15,6 +15,7 @@ released, so the guarantee is joint DP for the personalised models. Not covered:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ class CentralDP(NoPrivacy):
         expected = q * population
         self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
         self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
+        self._flower = None
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
@@ -117,13 +119,38 @@ class CentralDP(NoPrivacy):
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
         self.accountant.step(self.q, self.z)
+        other = "rdp" if self.accountant.method == "pld" else "pld"
         return {
             "privacy/epsilon": self.accountant.epsilon(),
-            "privacy/epsilon_rdp"
-            if self.accountant.method == "pld"
-            else "privacy/epsilon_pld": self.accountant.epsilon("rdp" if self.accountant.method == "pld" else "pld"),
+            f"privacy/epsilon_{other}": self.accountant.epsilon(other),
+            "privacy/epsilon_flower_no_amplification": self._flower_no_amplification(len(participants)),
             "privacy/delta": self.delta,
         }
+
+    def _flower_no_amplification(self, participants: int) -> float:
+        """The same releases under Flower 1.42's own accountant, which only certifies no amplification by sampling
+        (as if every user took part in every round): the teaching contrast — same noise, a much larger ε."""
+        if self.z <= 0:
+            return math.inf
+        from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, RdpAccountant, SamplingMethod
+        from flwr.serverapp import PrivacyConfig as FlowerPrivacyConfig
+
+        if self._flower is None:
+            self._flower = RdpAccountant(
+                FlowerPrivacyConfig(
+                    target_delta=self.delta,
+                    population_size=self.population,
+                    neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                    sampling_method=SamplingMethod.NO_AMPLIFICATION,
+                )
+            )
+        self._flower.compose(
+            GaussianPrivacyEvent(
+                noise_multiplier=self.z, sample_size=max(participants, 1), population_size=self.population
+            ),
+            count=1,
+        )
+        return float(self._flower.get_epsilon(self.delta))
 
     def scale_noise(self, factor: float) -> None:
         self.z *= factor
@@ -150,6 +177,8 @@ class CentralDP(NoPrivacy):
             + (f", count noise σ_b={self.count_stddev:g}" if self.adaptive else ""),
             "rounds_planned": self.rounds,
             "calibration": eps,
+            "contrast": "privacy/epsilon_flower_no_amplification: the same releases under Flower's built-in "
+            "accountant, which assumes no amplification by sampling",
             "covers": "the shared parameters released each round; the private user embedding is never released, "
             "so personalised models get joint DP",
             "not_covered": "per-device training metrics sent to the server (loss, sample counts, "

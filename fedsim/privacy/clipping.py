@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from fedsim.client.local_training import LocalResult
+from fedsim.config import ConfigError
 
 
 def clip_updates_(result: LocalResult, clipping_norm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ def update_noise_multiplier(z: float, count_stddev: float) -> float:
         return 0.0
     remainder = z**-2 - (2.0 * count_stddev) ** -2
     if remainder <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"privacy.clipped_count_stddev={count_stddev:g} is too small for noise multiplier {z:g}: "
             f"it must exceed z/2 = {z / 2:g}"
         )

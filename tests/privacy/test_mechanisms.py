@@ -89,3 +89,11 @@ def test_max_epsilon_stops_before_the_release_that_would_exceed_it(tmp_path):
     assert 0 < summary["rounds_completed"] < 10
     assert "privacy budget" in summary["stop_reason"]
     assert eps is not None and eps <= 4.0
+
+
+def test_flowers_no_amplification_accountant_gives_a_larger_epsilon_for_the_same_noise():
+    mechanism = CentralDP(PrivacyConfig(mechanism="central", noise_multiplier=1.0), 1000, 0.05, 20)
+    for r in range(1, 21):
+        metrics = mechanism.after_release(r, np.arange(50))
+    assert metrics["privacy/epsilon_flower_no_amplification"] > 5 * metrics["privacy/epsilon"]
+    assert metrics["privacy/epsilon_rdp"] > metrics["privacy/epsilon"]

@@ -1,0 +1,81 @@
+"""The ServerApp and ClientApp as module-level objects, for ``flwr run .`` (``[tool.flwr.app.components]``).
+
+Under ``flwr run`` there are no closures: the config arrives in ``context.run_config``. fedsim keeps one key,
+``overrides`` — the same Hydra overrides the ``fedsim`` command takes, e.g.
+``flwr run . --run-config 'overrides="dataset=ml-100k federation.rounds=10"'`` — and composes ``conf/`` with
+them on the server and on every node (the composition is deterministic, so all agree). The node count of the
+federation must equal fedsim's shard count (``--federation-config num-supernodes=4`` for the default).
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import time
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.client.app import handle_evaluate, handle_query, handle_train
+from fedsim.config import FedsimConfig
+
+
+@functools.lru_cache(maxsize=4)
+def compose_config(overrides: str) -> FedsimConfig:
+    """``conf/`` composed with space-separated Hydra overrides (no output directory side effects)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fedsim.cli import CONF_DIR
+    from fedsim.config import register_schemas, to_schema
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_schema(compose(config_name="config", overrides=shlex.split(overrides)))
+
+
+def config_of(context: Context) -> FedsimConfig:
+    return compose_config(str(context.run_config.get("overrides", "")))
+
+
+client_app = ClientApp()
+
+
+@client_app.query()
+def query(msg: Message, context: Context) -> Message:
+    return handle_query(config_of(context), msg, context)
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    return handle_train(config_of(context), msg, context)
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return handle_evaluate(config_of(context), msg, context)
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    from fedsim.client.device import get_runtime
+    from fedsim.server.app import build_loop
+    from fedsim.server.callbacks import CallbackList
+    from fedsim.tracking.recorder import RunRecorder
+    from fedsim.tracking.tensorboard import TensorBoardCallback
+
+    cfg = config_of(context)
+    run_dir = Path(cfg.output_dir or f"results/runs/{cfg.name}/flwr-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    recorder = RunRecorder(run_dir, cfg.evaluation.k)
+    callbacks = CallbackList([recorder, TensorBoardCallback(run_dir)])
+    rt = get_runtime(cfg)
+    mechanism = rt.fresh_mechanism()
+    callbacks.on_run_begin({"name": cfg.name, "run_dir": str(run_dir), "threat_model": mechanism.threat_model()})
+    outcome = build_loop(cfg, callbacks, mechanism, str(run_dir / "devices")).run(grid)
+    callbacks.on_run_end(recorder.summary(outcome))
