@@ -4,6 +4,8 @@ MF d=32, all 943 users every round, 1 local epoch, no DP, evaluation only at the
 
 * floor, per-user loop — the local training function called once per user, in a plain Python loop, no Flower;
 * floor, per shard — the same function called once per shard (vectorised over the shard's users), no Flower;
+  both floors run on one core (torch single-threaded), as each Ray worker does, so "floor / cores" is the ideal
+  time for the round on this machine;
 * Flower in-process — the real ServerApp loop + ClientApp handlers + messages, delivered by a direct call (no Ray);
 * Flower + Ray, sharded — the Simulation Engine with the default shards (4 nodes) on 2 Ray workers;
 * Flower + Ray, one node per user — 943 virtual nodes, 943 messages per round.
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedsim.client.device import get_runtime, train_shard
 from fedsim.client.local_training import train_users
@@ -43,6 +46,7 @@ def bench_config(data: str, rounds: int, **federation) -> FedsimConfig:
 
 
 def floor_per_user(cfg: FedsimConfig, repeats: int) -> list[float]:
+    torch.set_num_threads(1)  # the floor is single-core compute: each Ray worker gets one core
     rt = get_runtime(cfg)
     users = np.flatnonzero(rt.split.n_train() > 0)
     shared = rt.model.init_shared(0)
@@ -59,6 +63,7 @@ def floor_per_user(cfg: FedsimConfig, repeats: int) -> list[float]:
 
 
 def floor_per_shard(cfg: FedsimConfig, repeats: int) -> list[float]:
+    torch.set_num_threads(1)
     rt = get_runtime(cfg)
     shared = rt.model.init_shared(0)
     times = []
@@ -90,10 +95,13 @@ def main() -> None:
 
     cfg = bench_config(args.data, args.rounds)
     per_user = floor_per_user(cfg, 3)
-    rows.append(("floor: per-user loop, no Flower", statistics.median(per_user), "3 repeats"))
+    rows.append(("floor: per-user loop, no Flower, 1 core", statistics.median(per_user), "3 repeats"))
     per_shard = floor_per_shard(cfg, 5)
     floor = statistics.median(per_shard)
-    rows.append((f"floor: per-shard vectorised, no Flower ({get_runtime(cfg).n_nodes} shards)", floor, "5 repeats"))
+    rows.append(
+        (f"floor: per-shard vectorised, no Flower, 1 core ({get_runtime(cfg).n_nodes} shards)", floor, "5 repeats")
+    )
+    torch.set_num_threads(os.cpu_count() or 1)
 
     inproc, _ = flower_rounds(bench_config(args.data, args.rounds, backend="inprocess"))
     rows.append(("Flower in-process grid, sharded", statistics.median(inproc[1:]), f"{len(inproc) - 1} rounds"))

@@ -105,8 +105,8 @@ class LocalResult:
         for chunk in self.chunks:
             w = torch.as_tensor(weights[chunk.positions], dtype=torch.float64)
             valid = chunk.items >= 0
-            rows = (chunk.item_delta.double() * w.view(-1, 1, 1))[valid]
-            item_sum.index_add_(0, chunk.items[valid], rows)
+            weight_of_row = w.view(-1, 1).expand(valid.shape)[valid].unsqueeze(1)
+            item_sum.index_add_(0, chunk.items[valid], chunk.item_delta[valid].double() * weight_of_row)
             for name, value in chunk.dense_delta.items():
                 dense_sum[name] += torch.tensordot(w, value.double(), dims=1)
         return item_sum, dense_sum

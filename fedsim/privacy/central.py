@@ -21,39 +21,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.client.local_training import LocalResult
 from fedsim.config import PrivacyConfig
 from fedsim.privacy.accountant import PrivacyAccountant
 from fedsim.privacy.calibration import calibrate_noise
-from fedsim.privacy.clipping import adaptive_clip_update, clip_updates_, update_noise_multiplier
-from fedsim.privacy.mechanism import Aggregate, NoPrivacy
+from fedsim.privacy.clipping import adaptive_clip_update, update_noise_multiplier
+from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
 
 
-def default_delta(population: int) -> float:
-    """δ well below 1/N: min(1e-5, 1/(10·N))."""
-    return min(1e-5, 1.0 / (10.0 * max(population, 1)))
-
-
-class CentralDP(NoPrivacy):
+class CentralDP(ClippedMechanism):
     """User-level central DP with Poisson sampling and a PLD accountant (see module docstring)."""
 
     name = "central"
     unit = "user"
 
     def __init__(self, cfg: PrivacyConfig, population: int, q: float, rounds: int) -> None:
-        super().__init__("uniform")
-        self.population = population
-        self.q = q
-        self.rounds = rounds
-        self.delta = cfg.delta if cfg.delta is not None else default_delta(population)
+        super().__init__(cfg, population, q, rounds)
         self.accountant = PrivacyAccountant(self.delta, cfg.accountant)
-        self.target_epsilon = cfg.target_epsilon
-        self.max_epsilon = cfg.max_epsilon
         if cfg.noise_multiplier is not None:
             self.z = float(cfg.noise_multiplier)
         else:
             self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
-        self.clipping_norm = float(cfg.clipping_norm)
         self.adaptive = cfg.clipping == "adaptive"
         self.target_quantile = cfg.target_quantile
         self.clip_lr = cfg.clip_lr
@@ -65,13 +52,6 @@ class CentralDP(NoPrivacy):
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
         return {"clipping-norm": self.clipping_norm}
-
-    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
-        return np.ones(len(n_positives))  # equal weights: the sensitivity argument needs them
-
-    def privatize_on_device(self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator):
-        norms, clipped = clip_updates_(result, float(config["clipping-norm"]))
-        return {"unclipped-count": float(np.sum(~clipped)), "norm-sum": float(norms.sum())}
 
     # --- server side ---------------------------------------------------------------------------------------------
     def noise_std(self) -> float:

@@ -20,34 +20,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.client.local_training import LocalResult
 from fedsim.config import PrivacyConfig
 from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import local_sigma_multiplier
-from fedsim.privacy.central import default_delta
-from fedsim.privacy.clipping import clip_updates_
-from fedsim.privacy.mechanism import Aggregate, NoPrivacy
+from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
 
 
-class LocalDP(NoPrivacy):
+class LocalDP(ClippedMechanism):
     name = "local"
     unit = "user (local: each upload)"
 
     def __init__(self, cfg: PrivacyConfig, population: int, q: float, rounds: int) -> None:
-        super().__init__("uniform")
-        self.population = population
-        self.q = q
-        self.rounds = rounds
-        self.delta = cfg.delta if cfg.delta is not None else default_delta(population)
-        self.target_epsilon = cfg.target_epsilon
-        self.max_epsilon = cfg.max_epsilon
+        super().__init__(cfg, population, q, rounds)
         # calibrated for the worst case: a user who takes part in every planned round
         self.z = (
             float(cfg.noise_multiplier)
             if cfg.noise_multiplier is not None
             else local_sigma_multiplier(float(cfg.target_epsilon), self.delta, rounds)
         )
-        self.clipping_norm = float(cfg.clipping_norm)
         # participations per noise level: one count array per z used so far (z changes only by remediation)
         self.segments: list[tuple[float, np.ndarray]] = [(self.z, np.zeros(population, dtype=np.int64))]
         self._eps_cache: dict[tuple, float] = {}
@@ -61,13 +51,6 @@ class LocalDP(NoPrivacy):
 
     def round_config(self, server_round: int) -> dict[str, Any]:
         return {"clipping-norm": self.clipping_norm, "local-noise-std": self.sigma()}
-
-    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
-        return np.ones(len(n_positives))
-
-    def privatize_on_device(self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator):
-        norms, clipped = clip_updates_(result, float(config["clipping-norm"]))
-        return {"unclipped-count": float(np.sum(~clipped))}
 
     def noise_upload(self, item_sum, dense_sum, n_users, config, rng) -> None:
         std = float(config["local-noise-std"]) * np.sqrt(n_users)

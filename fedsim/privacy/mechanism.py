@@ -28,6 +28,11 @@ class Aggregate:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def default_delta(population: int) -> float:
+    """δ well below 1/N: min(1e-5, 1/(10·N))."""
+    return min(1e-5, 1.0 / (10.0 * max(population, 1)))
+
+
 class NoPrivacy:
     """No differential privacy: uploads are raw updates, weighted by ``federation.user_weighting``."""
 
@@ -102,3 +107,27 @@ class NoPrivacy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("mechanism") != self.name:
             raise ValueError(f"privacy state is for mechanism {state.get('mechanism')!r}, not {self.name!r}")
+
+
+class ClippedMechanism(NoPrivacy):
+    """What every DP mechanism here shares: equal user weights (the sensitivity argument needs them), each user's
+    whole update clipped to L2 ≤ C on the device, δ defaulting below 1/N, and the run's (N, q, T)."""
+
+    def __init__(self, cfg: Any, population: int, q: float, rounds: int) -> None:
+        super().__init__("uniform")
+        self.population = population
+        self.q = q
+        self.rounds = rounds
+        self.delta = cfg.delta if cfg.delta is not None else default_delta(population)
+        self.target_epsilon = cfg.target_epsilon
+        self.max_epsilon = cfg.max_epsilon
+        self.clipping_norm = float(cfg.clipping_norm)
+
+    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
+        return np.ones(len(n_positives))
+
+    def privatize_on_device(self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator):
+        from fedsim.privacy.clipping import clip_updates_
+
+        norms, clipped = clip_updates_(result, float(config["clipping-norm"]))
+        return {"unclipped-count": float(np.sum(~clipped)), "norm-sum": float(norms.sum())}

@@ -7,23 +7,7 @@ import sys
 from pathlib import Path
 
 from fedsim.report.collect import ReportError, collect_runs
-from fedsim.report.frontier import ETHICS_COLUMNS, RUN_COLUMNS, aggregate, markdown, plot, run_row, write_csv
-
-SETTING_COLUMNS = [
-    "dataset",
-    "mechanism",
-    "target_epsilon",
-    "epsilon",
-    "noise_multiplier",
-    "seeds",
-    "test_hr",
-    "test_hr_ci95",
-    "test_ndcg",
-    "test_ndcg_ci95",
-    "hr_drop_vs_nonprivate",
-    "itempop_test_hr",
-    *ETHICS_COLUMNS,
-]
+from fedsim.report.frontier import RUN_COLUMNS, SETTING_COLUMNS, aggregate, markdown, plot, run_row, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.report.collect import RunRecord
+from fedsim.report.formatting import fmt
 
 # two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = seeds), so the CI is honest for 3 seeds
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -52,6 +53,21 @@ ETHICS_COLUMNS = {
     "max_advantage_bound": "risk/max_advantage_bound",
 }
 RUN_COLUMNS += list(ETHICS_COLUMNS)
+UTILITY_COLUMNS = [
+    "dataset",
+    "mechanism",
+    "target_epsilon",
+    "epsilon",
+    "noise_multiplier",
+    "seeds",
+    "test_hr",
+    "test_hr_ci95",
+    "test_ndcg",
+    "test_ndcg_ci95",
+    "hr_drop_vs_nonprivate",
+    "itempop_test_hr",
+]
+SETTING_COLUMNS = [*UTILITY_COLUMNS, *ETHICS_COLUMNS]
 
 
 def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
@@ -183,18 +199,6 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        if math.isinf(value):
-            return "∞"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinished: list[str], root: Path) -> str:
     lines = [
         f"# Privacy–utility frontier: `{root}`",
@@ -208,27 +212,7 @@ def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinis
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in settings:
-        lines.append(
-            "| "
-            + " | ".join(
-                _fmt(s[c]) if c != "seeds" else str(s[c])
-                for c in (
-                    "dataset",
-                    "mechanism",
-                    "target_epsilon",
-                    "epsilon",
-                    "noise_multiplier",
-                    "seeds",
-                    "test_hr",
-                    "test_hr_ci95",
-                    "test_ndcg",
-                    "test_ndcg_ci95",
-                    "hr_drop_vs_nonprivate",
-                    "itempop_test_hr",
-                )
-            )
-            + " |"
-        )
+        lines.append("| " + " | ".join(fmt(s[c]) if c != "seeds" else str(s[c]) for c in UTILITY_COLUMNS) + " |")
     present = [c for c in ETHICS_COLUMNS if any(s.get(c) is not None and not _nan(s.get(c)) for s in settings)]
     if present:
         lines += [
@@ -242,8 +226,8 @@ def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinis
         ]
         for s in settings:
             lines.append(
-                f"| {_fmt(s['dataset'])} | {_fmt(s['mechanism'])} | {_fmt(s['target_epsilon'])} | "
-                + " | ".join(_fmt(s.get(c), 3) for c in present)
+                f"| {fmt(s['dataset'])} | {fmt(s['mechanism'])} | {fmt(s['target_epsilon'])} | "
+                + " | ".join(fmt(s.get(c), 3) for c in present)
                 + " |"
             )
     lines += ["", f"{len(runs)} finished runs (one row each in frontier_runs.csv)."]

@@ -7,22 +7,12 @@ and a few explained recommendations.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fedsim.ethics.fairness import GroupStats
+from fedsim.report.formatting import fmt
 
-
-def _f(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if math.isinf(value):
-            return "∞"
-        return f"{value:.{digits}f}"
-    return str(value)
+_f = fmt
 
 
 def _fairness_section(tables: dict[str, dict[str, dict[str, GroupStats]]], final: dict[str, float]) -> list[str]:
