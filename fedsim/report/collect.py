@@ -43,7 +43,7 @@ def collect_runs(directory: str | Path) -> tuple[list[RunRecord], list[RunRecord
             unfinished.append(RunRecord(path.parent, {}))
             continue
         (finished if summary.get("finished") else unfinished).append(RunRecord(path.parent, summary))
-    job_dirs = {p.parent for p in root.rglob(".hydra/config.yaml")}
+    job_dirs = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
     for job in sorted(job_dirs - {r.path for r in finished + unfinished}):
         unfinished.append(RunRecord(job, {}))
     if not finished:

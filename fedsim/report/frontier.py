@@ -87,7 +87,7 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
         "q": record.get("config.federation.participation"),
         "seed": record.get("config.seed"),
         "rounds": record.get("rounds_completed"),
-        "epsilon": final.get("privacy/epsilon", math.inf),
+        "epsilon": math.inf if final.get("privacy/epsilon") is None else final["privacy/epsilon"],  # JSON: ∞ → null
         "delta": final.get("privacy/delta"),
         "test_hr": final.get(f"test/hr@{k}"),
         "test_ndcg": final.get(f"test/ndcg@{k}"),
@@ -98,8 +98,8 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
 
 def _setting(row: dict[str, Any]) -> tuple:
     target = row["target_epsilon"]
-    if row["mechanism"] == "none":
-        target = math.inf
+    if row["mechanism"] == "none" or (target is None and row["noise_multiplier"] == 0.0):
+        target = math.inf  # no noise (summary.json stores a target of ∞ as null)
     return (row["dataset"], row["mechanism"], target if target is not None else f"z={row['noise_multiplier']}")
 
 
@@ -134,7 +134,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test_hr_ci95": hr_ci,
                 "test_ndcg": ndcg,
                 "test_ndcg_ci95": ndcg_ci,
-                "itempop_test_hr": members[0]["itempop_test_hr"],
+                "itempop_test_hr": mean_ci([m["itempop_test_hr"] for m in members])[0],
                 **{column: mean_ci([m[column] for m in members])[0] for column in ETHICS_COLUMNS},
             }
         )
