@@ -22,6 +22,7 @@ def quiet_flower(verbose: bool) -> None:
     """Hide Flower's and Ray's per-round INFO chatter unless ``verbose``."""
     level = logging.INFO if verbose else logging.ERROR
     logging.getLogger("flwr").setLevel(level)
+    logging.getLogger("absl").setLevel(level)  # dp-accounting's RDP convergence warnings
     if not verbose:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
