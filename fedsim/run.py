@@ -87,7 +87,10 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     federated = cfg.mode == "federated"
     mechanism = rt.fresh_mechanism()
     k = cfg.evaluation.k
-    baselines = {"ItemPop": metric_tags(item_pop(rt.split, k).mean(), k)}
+    served = rt.split.evaluated_users
+    if federated:  # the users the federation evaluates: everyone but the membership-attack hold-out
+        served = served[rt.roles[served] != HOLDOUT]
+    baselines = {"ItemPop": metric_tags(item_pop(rt.split, k, served).mean(), k)}
     info = {
         "name": cfg.name,
         "run_dir": str(run_dir),

@@ -17,6 +17,7 @@ def popularity_scores(split: Split, users: np.ndarray, popularity: np.ndarray | 
     return row.unsqueeze(0).expand(len(users), -1)
 
 
-def item_pop(split: Split, k: int = 10) -> UserMetrics:
-    users = split.evaluated_users
+def item_pop(split: Split, k: int = 10, users: np.ndarray | None = None) -> UserMetrics:
+    """ItemPop on ``users`` (all evaluated users by default) — pass the users a run evaluates, so both compare."""
+    users = split.evaluated_users if users is None else users
     return evaluate_scores(popularity_scores(split, users), users, split, k)

@@ -8,7 +8,8 @@ from tqdm import tqdm
 
 from fedsim.server.callbacks import Callback, RoundReport
 
-SHOWN = ("train/loss", "val/hr@10", "test/hr@10", "privacy/epsilon")
+LABELS = {"train/loss": "loss", "val/hr@10": "val_hr@10", "test/hr@10": "test_hr@10", "privacy/epsilon": "eps"}
+SHOWN = tuple(LABELS)
 
 
 class ProgressBar(Callback):
@@ -18,10 +19,7 @@ class ProgressBar(Callback):
 
     def on_round_end(self, report: RoundReport) -> str | None:
         self.latest.update({k: v for k, v in report.metrics.items() if k in SHOWN})
-        self.bar.set_postfix(
-            {k.split("/")[-1] if k != "privacy/epsilon" else "eps": f"{v:.4f}" for k, v in self.latest.items()},
-            refresh=False,
-        )
+        self.bar.set_postfix({LABELS[k]: f"{v:.4f}" for k, v in self.latest.items()}, refresh=False)
         if report.server_round > self.bar.n:
             self.bar.update(report.server_round - self.bar.n)
         return None
