@@ -192,7 +192,7 @@ OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
 SAMPLINGS = ("fixed", "poisson")
 WEIGHTINGS = ("examples", "uniform")
-MECHANISMS = ("none", "central", "local")
+MECHANISMS = ("none", "central", "local", "record")
 CLIPPINGS = ("fixed", "adaptive")
 ACCOUNTANTS = ("pld", "rdp")
 MODES = ("federated", "centralized")
@@ -351,6 +351,15 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             raise ConfigError(f"audit.rules.{name}: set exactly one of min and max")
         if rule.remediation == "more_noise" and p.mechanism == "none":
             raise ConfigError(f"audit.rules.{name}.remediation=more_noise needs a privacy mechanism (privacy=central)")
+
+    if p.mechanism == "record":
+        if m.name != "mf" or c.optimizer != "sgd" or c.l2 != 0 or s.proximal_mu != 0:
+            raise ConfigError(
+                "privacy.mechanism=record (DP-SGD per interaction) supports model=mf with "
+                "client.optimizer=sgd, client.l2=0 and no proximal term"
+            )
+        if p.clipping != "fixed":
+            raise ConfigError("privacy.mechanism=record uses fixed per-sample clipping (privacy.clipping=fixed)")
 
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)

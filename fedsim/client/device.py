@@ -23,6 +23,7 @@ from fedsim.metrics.baselines import popularity_scores
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
 from fedsim.models import RankingModel, build_model
 from fedsim.privacy import build_mechanism
+from fedsim.privacy.dpsgd import train_users_dpsgd
 from fedsim.privacy.mechanism import NoPrivacy
 
 AUTO_NODES = 4
@@ -149,8 +150,20 @@ def train_shard(
     """
     samples = [rt.samples(int(u), server_round) for u in users]
     params = rt.training_params(float(config.get("proximal-mu", 0.0)))
-    result = train_users(rt.model, shared, private, samples, params)
     rng = np.random.default_rng([rt.cfg.seed, server_round, 4242, int(users[0]) if len(users) else 0])
+    if "record-clip" in config:  # record-level DP-SGD on the device
+        result = train_users_dpsgd(
+            rt.model,
+            shared,
+            private,
+            samples,
+            params,
+            float(config["record-clip"]),
+            float(config["record-noise"]),
+            int(rng.integers(2**62)),
+        )
+    else:
+        result = train_users(rt.model, shared, private, samples, params)
     device_metrics = rt.mechanism.privatize_on_device(result, config, rng)
     attack_metrics = _attack_uploads(rt, result, users, config, rng)
     weights = rt.mechanism.user_weights(result.n_samples, rt.split.n_train()[users])
