@@ -122,7 +122,7 @@ class LocalResult:
         return out
 
 
-def _plan_chunks(lengths: np.ndarray, widths: np.ndarray, budget: int) -> list[np.ndarray]:
+def plan_chunks(lengths: np.ndarray, widths: np.ndarray, budget: int) -> list[np.ndarray]:
     """Group positions (sorted by length, longest first) so that each chunk's padded size stays under ``budget``."""
     order = np.lexsort((np.arange(len(lengths)), -lengths))
     chunks, current, current_max = [], [], 0
@@ -161,7 +161,7 @@ def _masked_adam_(
     param.sub_(torch.where(a, lr * m_hat / (v_hat.sqrt() + eps), torch.zeros_like(param)))
 
 
-def _loss_per_sample(model: RankingModel, user, first_rows, second_rows, dense, label, loss: str) -> torch.Tensor:
+def loss_per_sample(model: RankingModel, user, first_rows, second_rows, dense, label, loss: str) -> torch.Tensor:
     score_first = model.score(user, first_rows, dense)
     if loss == "bpr":
         return -F.logsigmoid(score_first - model.score(user, second_rows, dense))
@@ -196,11 +196,32 @@ def train_users(
     widths = np.array([len(x) for x in local_items])
     result = LocalResult(np.array([s.user for s in samples]), new_private, losses, lengths)
 
-    for positions in _plan_chunks(lengths, widths, params.max_rows_per_chunk):
+    for positions in plan_chunks(lengths, widths, params.max_rows_per_chunk):
         result.chunks.append(
             _train_chunk(model, item_matrix, dense_global, new_private, losses, samples, local_items, positions, params)
         )
     return result
+
+
+def pack_streams(
+    samples: list[UserSamples], positions: np.ndarray, local_items: list[np.ndarray] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The streams of the users at ``positions`` as padded (U, L) tensors: first/second item (as indices into each
+    user's sorted ``local_items``, or global ids when None), label, and a validity mask."""
+    length = max(int(max(len(samples[i]) for i in positions)), 1)
+    n_users = len(positions)
+    first = torch.zeros((n_users, length), dtype=torch.long)
+    second = torch.zeros((n_users, length), dtype=torch.long)
+    label = torch.zeros((n_users, length))
+    valid = torch.zeros((n_users, length), dtype=torch.bool)
+    for row, pos in enumerate(positions.tolist()):
+        s = samples[pos]
+        local = local_items[pos] if local_items is not None else None
+        first[row, : len(s)] = torch.from_numpy(s.first if local is None else np.searchsorted(local, s.first))
+        second[row, : len(s)] = torch.from_numpy(s.second if local is None else np.searchsorted(local, s.second))
+        label[row, : len(s)] = torch.from_numpy(s.label)
+        valid[row, : len(s)] = True
+    return first, second, label, valid
 
 
 def _train_chunk(
@@ -216,21 +237,13 @@ def _train_chunk(
 ) -> UpdateChunk:
     n_users = len(positions)
     n_rows = max(int(max(len(local_items[i]) for i in positions)), 1)
-    length = max(int(max(len(samples[i]) for i in positions)), 1)
 
     # --- gather: each user's local rows, and its stream as local row indices ---------------------------------------
     items = torch.full((n_users, n_rows), -1, dtype=torch.long)
-    first = torch.zeros((n_users, length), dtype=torch.long)
-    second = torch.zeros((n_users, length), dtype=torch.long)
-    label = torch.zeros((n_users, length))
-    valid = torch.zeros((n_users, length), dtype=torch.bool)
     for row, pos in enumerate(positions.tolist()):
-        s, li = samples[pos], local_items[pos]
-        items[row, : len(li)] = torch.from_numpy(li)
-        first[row, : len(s)] = torch.from_numpy(np.searchsorted(li, s.first))
-        second[row, : len(s)] = torch.from_numpy(np.searchsorted(li, s.second))
-        label[row, : len(s)] = torch.from_numpy(s.label)
-        valid[row, : len(s)] = True
+        items[row, : len(local_items[pos])] = torch.from_numpy(local_items[pos])
+    first, second, label, valid = pack_streams(samples, positions, local_items)
+    length = first.shape[1]
     start_rows = item_matrix[items.clamp(min=0)]
     rows = start_rows.clone()
     flat_rows = rows.view(n_users * n_rows, -1)
@@ -262,7 +275,7 @@ def _train_chunk(
         user_leaf = user.clone().requires_grad_(True)
         dense_leaf = {k: v.clone().requires_grad_(True) for k, v in dense.items()}
 
-        per_sample = _loss_per_sample(model, user_leaf, first_rows, second_rows, dense_leaf, label[:, sl], p.loss)
+        per_sample = loss_per_sample(model, user_leaf, first_rows, second_rows, dense_leaf, label[:, sl], p.loss)
         per_user = (per_sample * mask).sum(dim=1) / count
         objective = per_user
         if p.l2 > 0:

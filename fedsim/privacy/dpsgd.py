@@ -16,7 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.client.local_training import LocalResult, LocalTrainingParams, UpdateChunk, _loss_per_sample, _plan_chunks
+from fedsim.client.local_training import (
+    LocalResult,
+    LocalTrainingParams,
+    UpdateChunk,
+    loss_per_sample,
+    pack_streams,
+    plan_chunks,
+)
 from fedsim.data.negatives import UserSamples
 from fedsim.models.base import RankingModel
 
@@ -41,7 +48,7 @@ def train_users_dpsgd(
     widths = np.full(len(samples), n_items)  # every item row is trained (and noised) on every device
     result = LocalResult(np.array([s.user for s in samples]), new_private, losses, lengths)
     generator = torch.Generator().manual_seed(seed)
-    for positions in _plan_chunks(lengths, widths, params.max_rows_per_chunk):
+    for positions in plan_chunks(lengths, widths, params.max_rows_per_chunk):
         result.chunks.append(
             _dpsgd_chunk(
                 model, item_matrix, new_private, losses, samples, positions, params, clip, noise_multiplier, generator
@@ -52,17 +59,8 @@ def train_users_dpsgd(
 
 def _dpsgd_chunk(model, item_matrix, private, losses, samples, positions, p, clip, z, generator) -> UpdateChunk:
     n_users, n_items, width = len(positions), model.n_items, item_matrix.shape[1]
-    length = max(int(max(len(samples[i]) for i in positions)), 1)
-    first = torch.zeros((n_users, length), dtype=torch.long)
-    second = torch.zeros((n_users, length), dtype=torch.long)
-    label = torch.zeros((n_users, length))
-    valid = torch.zeros((n_users, length), dtype=torch.bool)
-    for row, pos in enumerate(positions.tolist()):
-        s = samples[pos]
-        first[row, : len(s)] = torch.from_numpy(s.first)
-        second[row, : len(s)] = torch.from_numpy(s.second)
-        label[row, : len(s)] = torch.from_numpy(s.label)
-        valid[row, : len(s)] = True
+    first, second, label, valid = pack_streams(samples, positions)  # global item ids: every row is trained
+    length = first.shape[1]
     start = item_matrix.unsqueeze(0).repeat(n_users, 1, 1)
     rows = start.clone()
     flat_rows = rows.view(n_users * n_items, width)
@@ -85,7 +83,7 @@ def _dpsgd_chunk(model, item_matrix, private, losses, samples, positions, p, cli
             if p.loss == "bpr"
             else first_rows
         )
-        per_sample = _loss_per_sample(
+        per_sample = loss_per_sample(
             model, user_ps, first_rows, second_rows, {}, label[:, sl].reshape(-1, 1), p.loss
         ).view(n_users, batch)
         (per_sample * mask).sum().backward()

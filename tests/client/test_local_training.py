@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.client.local_training import LocalTrainingParams, _plan_chunks, train_users
+from fedsim.client.local_training import LocalTrainingParams, plan_chunks, train_users
 from fedsim.config import ModelConfig
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.protocol import leave_one_out
@@ -60,7 +60,7 @@ def test_one_sgd_step_matches_the_hand_derived_gradient():
 
 def test_chunks_respect_the_budget_and_cover_everyone():
     lengths = np.array([500, 10, 12, 300, 7, 9, 400])
-    chunks = _plan_chunks(lengths, lengths, budget=1000)
+    chunks = plan_chunks(lengths, lengths, budget=1000)
     assert sorted(np.concatenate(chunks).tolist()) == list(range(7))
     for chunk in chunks:
         assert len(chunk) == 1 or lengths[chunk].max() * len(chunk) <= 1000
