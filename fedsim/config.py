@@ -297,6 +297,11 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
 
     p = cfg.privacy
     _one_of("privacy.mechanism", p.mechanism, MECHANISMS)
+    if cfg.mode == "centralized" and p.mechanism != "none":
+        raise ConfigError(
+            f"privacy.mechanism={p.mechanism} applies to mode=federated; mode=centralized is the "
+            "non-private pooled-data ceiling (use privacy=none)"
+        )
     _one_of("privacy.clipping", p.clipping, CLIPPINGS)
     _one_of("privacy.accountant", p.accountant, ACCOUNTANTS)
     _positive("privacy.clipping_norm", p.clipping_norm)

@@ -48,11 +48,12 @@ def test_every_group_option_composes(override):
         ("model.name=transformer", "model.name"),
         ("client.optimizer=lbfgs", "client.optimizer"),
         ("mode=both", "mode"),
+        ("privacy=central privacy.noise_multiplier=1 mode=centralized", "mode=centralized"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as error:
-        _compose(override)
+        _compose(*override.split())
     assert key in str(error.value) and "\n" not in str(error.value)
 
 
