@@ -2,7 +2,7 @@
 
 Under ``flwr run`` there are no closures: the config arrives in ``context.run_config``. fedsim keeps one key,
 ``overrides`` — the same Hydra overrides the ``fedsim`` command takes, e.g.
-``flwr run . --run-config 'overrides="dataset=ml-100k federation.rounds=10"'`` — and composes ``conf/`` with
+``flwr run . --run-config 'overrides="dataset=movielens_100k federation.rounds=10"'`` — and composes ``conf/`` with
 them on the server and on every node (the composition is deterministic, so all agree). The node count of the
 federation must equal fedsim's shard count (``--federation-config num-supernodes=4`` for the default).
 """

@@ -32,7 +32,7 @@ def test_default_config_composes_and_validates():
         "strategy=fedprox",
         "strategy=fedavgm",
         "strategy=fedadam",
-        "dataset=ml-100k",
+        "dataset=movielens_100k",
         "mode=centralized",
     ],
 )
@@ -76,7 +76,7 @@ def test_cli_bad_value_is_one_line_without_traceback(tmp_path):
 
 def test_cli_missing_data_file_is_one_line(tmp_path):
     result = _cli(
-        "dataset=ml-100k", f"dataset.path={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}", cwd=tmp_path
+        "dataset=movielens_100k", f"dataset.path={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}", cwd=tmp_path
     )
     assert result.returncode == 2
     assert "u.data" in result.stderr and "Traceback" not in result.stderr
