@@ -8,7 +8,13 @@ from tqdm import tqdm
 
 from fedsim.server.callbacks import Callback, RoundReport
 
-LABELS = {"train/loss": "loss", "val/hr@10": "val_hr@10", "test/hr@10": "test_hr@10", "privacy/epsilon": "eps"}
+LABELS = {
+    "train/loss": "loss",
+    "val/hr@10": "val_hr@10",
+    "test/hr@10": "test_hr@10",
+    "privacy/epsilon": "eps",
+    "privacy/epsilon_record_level": "eps_record",
+}
 SHOWN = tuple(LABELS)
 
 
