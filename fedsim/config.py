@@ -173,6 +173,7 @@ class FedsimConfig:
     verbose: bool = False
     progress: bool = True
     output_dir: str | None = None
+    resume_from: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)

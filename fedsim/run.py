@@ -15,7 +15,7 @@ import numpy as np
 from fedsim.centralized import train_centralized
 from fedsim.client.app import make_client_app
 from fedsim.client.device import get_runtime
-from fedsim.config import FedsimConfig, as_dict
+from fedsim.config import ConfigError, FedsimConfig, as_dict
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
 from fedsim.ethics.consent import HOLDOUT, OPTED_IN, OPTED_OUT
@@ -126,15 +126,16 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     callbacks.on_run_begin(info)
 
     device_dir = str(run_dir / "devices")
+    resume = _load_resume(cfg, mechanism) if cfg.resume_from else None
     outcome: dict[str, Any] = {}
     if not federated:
         outcome = train_centralized(rt, callbacks)
     elif cfg.federation.backend == "inprocess":
-        loop = build_loop(cfg, callbacks, mechanism, device_dir)
+        loop = build_loop(cfg, callbacks, mechanism, device_dir, resume)
         outcome = loop.run(InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))
         outcome["loop"] = loop
     else:
-        server_app = make_server_app(cfg, callbacks, mechanism, outcome, device_dir)
+        server_app = make_server_app(cfg, callbacks, mechanism, outcome, device_dir, resume)
         run_federation(
             server_app,
             make_client_app(cfg),
@@ -148,7 +149,7 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     final_model = outcome.pop("loop").shared if "loop" in outcome else outcome.pop("shared", None)
     if final_model is not None:
         np.savez(run_dir / "model.npz", **final_model)
-    if hasattr(mechanism, "accountant"):
+    if federated:
         write_json(run_dir / "privacy_state.json", mechanism.state_dict())
 
     summary = recorder.summary(
@@ -167,6 +168,41 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
     (run_dir / "report.md").write_text(render(summary, monitor.latest_tables, audit_payload, explanations))
     return summary
+
+
+RESUME_MUST_MATCH = ("seed", "dataset", "model", "privacy.mechanism", "federation.users_per_node", "attack", "consent")
+
+
+def _load_resume(cfg: FedsimConfig, mechanism) -> tuple[int, dict[str, np.ndarray]]:
+    """Rounds done and the shared model of the run in ``resume_from``; loads its privacy state into ``mechanism``.
+
+    Devices reload their own private embeddings from that run's ``devices/`` (see fedsim.client.app)."""
+    old = Path(cfg.resume_from)
+    summary_path = old / "summary.json"
+    if cfg.mode != "federated":
+        raise ConfigError("resume_from continues a federated run; mode=centralized cannot resume")
+    if not summary_path.is_file() or not (old / "model.npz").is_file() or not (old / "privacy_state.json").is_file():
+        raise ConfigError(
+            f"resume_from={old}: not a finished federated fedsim run (needs summary.json, model.npz, "
+            "privacy_state.json)"
+        )
+    summary = json.loads(summary_path.read_text())
+    previous, current = summary["config"], as_dict(cfg)
+    for dotted in RESUME_MUST_MATCH:
+        a, b = previous, current
+        for part in dotted.split("."):
+            a, b = a.get(part), b.get(part)
+        if a != b:
+            raise ConfigError(f"resume_from: {dotted} differs from the earlier run ({a!r} there, {b!r} here)")
+    done = int(summary["rounds_completed"])
+    if done >= cfg.federation.rounds:
+        raise ConfigError(
+            f"resume_from: the earlier run already completed {done} rounds; set federation.rounds above {done}"
+        )
+    mechanism.load_state_dict(json.loads((old / "privacy_state.json").read_text()))
+    with np.load(old / "model.npz") as data:
+        shared = {name: data[name] for name in data.files}
+    return done, shared
 
 
 def _explain_examples(rt, run_dir: Path, shared, n_users: int) -> list[str]:

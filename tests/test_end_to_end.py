@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from fedsim.config import ConfigError
 from fedsim.run import run
 
 
@@ -64,3 +65,28 @@ def test_ml100k_smoke(ml100k_path, tmp_path):
     cfg.evaluation.n_negatives = 99
     summary = run(cfg, tmp_path)
     assert summary["data"]["users"] == 943 and summary["final"]["test/hr@10"] > 0
+
+
+def test_a_resumed_run_continues_model_devices_and_epsilon(tmp_path):
+    from fedsim.config import PrivacyConfig
+
+    def dp_config(rounds, resume_from=None):
+        cfg = tiny_config(sampling="poisson", participation=0.5, rounds=rounds)
+        cfg.privacy = PrivacyConfig(mechanism="central", noise_multiplier=1.0, clipping_norm=0.5)
+        cfg.resume_from = resume_from
+        return cfg
+
+    straight = run(dp_config(4), tmp_path / "straight")
+    run(dp_config(2), tmp_path / "first")
+    resumed = run(dp_config(4, str(tmp_path / "first")), tmp_path / "resumed")
+    assert resumed["final"]["round"] == 4 and _history(tmp_path / "resumed")[0]["round"] == 3
+    assert resumed["final"]["privacy/epsilon"] == pytest.approx(straight["final"]["privacy/epsilon"], rel=1e-12)
+    assert resumed["final"]["test/hr@10"] == pytest.approx(straight["final"]["test/hr@10"], abs=1e-9)
+    assert resumed["final"]["test/ndcg@10"] == pytest.approx(straight["final"]["test/ndcg@10"], abs=1e-6)
+    # resuming needs a finished run with the same data, model and mechanism
+    with pytest.raises(ConfigError, match="not a finished federated fedsim run"):
+        run(dp_config(4, str(tmp_path / "nowhere")), tmp_path / "x")
+    other = dp_config(6, str(tmp_path / "first"))
+    other.seed = 1
+    with pytest.raises(ConfigError, match="seed differs"):
+        run(other, tmp_path / "y")

@@ -26,10 +26,24 @@ STATE_KEY = "fedsim-private"
 
 
 def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
-    """The shard's private user embeddings, created on first use and kept in the node's ``context.state``."""
+    """The shard's private user embeddings, created on first use and kept in the node's ``context.state``.
+
+    When resuming (``resume_from``), the node reloads what it stored on its own disk at the end of the earlier run.
+    """
     if STATE_KEY not in context.state:
         shard = rt.shards[partition]
-        context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(rt.model.init_private(shard, rt.cfg.seed))})
+        saved = Path(rt.cfg.resume_from or "", "devices", f"partition_{partition:05d}.npz")
+        if rt.cfg.resume_from and saved.is_file():
+            with np.load(saved) as data:
+                if not np.array_equal(data["users"], shard):
+                    raise ValueError(
+                        f"{saved} holds other users than partition {partition}: resume with the same "
+                        "dataset and federation.users_per_node"
+                    )
+                embeddings = data["embeddings"]
+        else:
+            embeddings = rt.model.init_private(shard, rt.cfg.seed)
+        context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(embeddings)})
     return context.state[STATE_KEY]["user-embedding"].numpy()
 
 

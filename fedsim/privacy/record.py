@@ -92,3 +92,10 @@ class RecordDP(NoPrivacy):
             "short": f"record-level DP-SGD (per interaction, not per user), z={self.z:.3f}, C={self.clip:g}, "
             f"δ={self.delta:g}, PLD",
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mechanism": self.name, "participations": self.participations.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.participations = np.asarray(state["participations"], dtype=np.int64)

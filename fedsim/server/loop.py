@@ -59,6 +59,7 @@ class FederatedLoop:
         callbacks: Callback,
         initial_shared: dict[str, np.ndarray] | None = None,
         device_dir: str | None = None,
+        first_round: int = 1,
     ) -> None:
         self.rt = rt
         self.cfg = rt.cfg
@@ -73,6 +74,7 @@ class FederatedLoop:
         self.stop_reason = ""
         self.rounds_completed = 0
         self.device_dir = device_dir
+        self.first_round = first_round
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, grid: Grid) -> dict[str, Any]:
@@ -80,7 +82,7 @@ class FederatedLoop:
         rounds = self.cfg.federation.rounds
         last_eval_round = 0
         last_metrics: dict[str, float] = {}
-        for server_round in range(1, rounds + 1):
+        for server_round in range(self.first_round, rounds + 1):
             ok, reason = self.mechanism.can_release(server_round)
             if not ok:
                 self.stop_reason = reason
