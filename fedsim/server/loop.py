@@ -70,6 +70,9 @@ class FederatedLoop:
         self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
         self.partition_of_node: dict[int, int] = {}
         self.participations = np.zeros(rt.split.n_users, dtype=np.int64)
+        self.partition_of_user = np.empty(rt.split.n_users, dtype=np.int64)
+        for partition, shard in enumerate(rt.shards):
+            self.partition_of_user[shard] = partition
         self.membership_losses: dict[int, float] = {}
         self.stop_reason = ""
         self.rounds_completed = 0
@@ -165,7 +168,7 @@ class FederatedLoop:
         messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
         base = dict(messages[0].content["config"]) if messages else {"server-round": server_round}
         base.update(self.mechanism.round_config(server_round))
-        partition_of_user = self._partition_of_user()
+        partition_of_user = self.partition_of_user
         to_send = []
         for message in messages:
             partition = self.partition_of_node[message.metadata.dst_node_id]
@@ -273,14 +276,6 @@ class FederatedLoop:
                 f"federation.timeout_s={self.cfg.federation.timeout_s}"
             )
         return replies
-
-    def _partition_of_user(self) -> np.ndarray:
-        if not hasattr(self, "_user_partition"):
-            owner = np.empty(self.rt.split.n_users, dtype=np.int64)
-            for partition, shard in enumerate(self.rt.shards):
-                owner[shard] = partition
-            self._user_partition = owner
-        return self._user_partition
 
     def _empty_aggregate(self) -> Aggregate:
         model = self.rt.model
