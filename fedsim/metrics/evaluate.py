@@ -54,9 +54,6 @@ class UserMetrics:
     def mean(self) -> dict[str, float]:
         return {m: float(np.mean(v)) if len(v) else float("nan") for m, v in self.values.items()}
 
-    def subset(self, mask: np.ndarray) -> UserMetrics:
-        return UserMetrics(self.users[mask], {m: v[mask] for m, v in self.values.items()}, self.top_k[mask])
-
 
 def evaluate_scores(scores: torch.Tensor, users: np.ndarray, split: Split, k: int = 10) -> UserMetrics:
     """Evaluate ``scores`` (U, n_items), row ``i`` belonging to ``users[i]``.

@@ -96,10 +96,6 @@ class PrivacyAccountant:
         else:
             self.history.append((q, z, count))
 
-    @property
-    def releases(self) -> int:
-        return sum(n for _, _, n in self.history)
-
     def epsilon(self, method: str | None = None) -> float:
         return epsilon_of(self.history, self.delta, method or self.method)
 

@@ -35,11 +35,3 @@ class UserSampler:
             return self.eligible.copy()
         size = max(1, int(round(self.participation * len(self.eligible))))
         return np.sort(rng.choice(self.eligible, size=size, replace=False))
-
-    def describe(self) -> str:
-        if self.method == "poisson":
-            return f"Poisson, each of {len(self.eligible)} users independently with q={self.participation:g}"
-        return (
-            f"fixed-size cohort of {max(1, int(round(self.participation * len(self.eligible))))} of "
-            f"{len(self.eligible)} users, uniformly without replacement"
-        )
