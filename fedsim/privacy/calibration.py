@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import dp_accounting as dpa
@@ -16,11 +17,13 @@ from fedsim.privacy.accountant import epsilon_of, gaussian_round
 MIN_NOISE_MULTIPLIER = 0.3
 
 
+@functools.lru_cache(maxsize=64)
 def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, method: str = "pld") -> float:
     """Smallest z (to ~0.1%) whose ε after ``rounds`` Poisson(q) releases is ≤ ``target_epsilon`` — never above.
 
     Uses ``dp_accounting.calibrate_dp_mechanism`` (Brent's method), then nudges z up until the accountant
-    confirms the target, since the search is only accurate to its tolerance in z.
+    confirms the target, since the search is only accurate to its tolerance in z. Memoised: it is a pure function
+    that takes seconds, and a run builds the mechanism twice in the driver (the devices' copy and the server's).
     """
 
     if math.isinf(target_epsilon):
