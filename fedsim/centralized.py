@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedsim.client.device import Runtime
+from fedsim.callbacks import Callback, RoundReport
 from fedsim.data.negatives import draw_user_samples
 from fedsim.metrics.evaluate import evaluate_scores, metric_tags
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.runtime import Runtime
 
 
 def train_centralized(rt: Runtime, callbacks: Callback) -> dict:

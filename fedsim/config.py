@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from fedsim.registry import names
+
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key and what is allowed."""
@@ -53,9 +55,9 @@ class ModelConfig:
 class ClientConfig:
     """``client/``: local training on each device (per participating user, per round)."""
 
-    epochs: int = 1
+    epochs: int = 3
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float = 0.5
     optimizer: str = "sgd"
     negatives: int = 4
     l2: float = 0.0
@@ -71,7 +73,7 @@ class FederationConfig:
     users_per_node: int = 0
     participation: float = 1.0
     sampling: str = "fixed"
-    user_weighting: str = "examples"
+    user_weighting: str = "uniform"
     num_cpus_per_node: float = 1.0
     max_concurrent_nodes: int = 0
     timeout_s: float = 3600.0
@@ -82,7 +84,7 @@ class StrategyConfig:
     """``strategy/``: the server update rule applied to the user-level mean update (Flower strategies)."""
 
     name: str = "fedavg"
-    server_lr: float = 1.0
+    server_lr: float = 100.0
     server_momentum: float = 0.0
     proximal_mu: float = 0.0
     eta: float = 0.01
@@ -106,6 +108,7 @@ class PrivacyConfig:
     clip_lr: float = 0.2
     clipped_count_stddev: float | None = None
     accountant: str = "pld"
+    secure_rng: bool = False
 
 
 @dataclass
@@ -145,13 +148,38 @@ class AuditRule:
     remediation: str = "none"
 
 
+def default_audit_rules() -> dict[str, AuditRule]:
+    """The gates every run checks unless ``audit=off`` (teaching policy; only the 0.8 DI rule has regulatory
+    lineage). All warn; experiment presets turn some into pause/rollback."""
+    fair = "fair_val/{}/di_ratio_hr"
+    return {
+        "epsilon": AuditRule(metric="privacy/epsilon", max=8.0),
+        "disparate_impact": AuditRule(
+            metric="|".join(fair.format(g) for g in ("gender", "age", "group", "activity_top5")), min=0.8
+        ),
+        "equal_opportunity": AuditRule(
+            metric="fair_val/gender/eod_recall|fair_val/group/eod_recall|fair_val/activity_top5/eod_recall", max=0.1
+        ),
+        "item_set_attack": AuditRule(metric="risk/itemset_auc", max=0.6),
+        "utility_drop": AuditRule(metric="util/val_hr_drop_vs_best", max=0.05),
+        "utility_vs_itempop": AuditRule(metric="util/val_hr_lift_vs_itempop", min=0.0),
+    }
+
+
 @dataclass
 class AuditConfig:
     """``audit/``: gates checked every evaluation round, and what to do on a breach."""
 
     enabled: bool = True
-    rules: dict[str, AuditRule] = field(default_factory=dict)
+    rules: dict[str, AuditRule] = field(default_factory=default_audit_rules)
     explain_users: int = 3
+
+
+@dataclass
+class FairnessConfig:
+    """How group fairness is summarised (see fedsim/ethics/fairness.py)."""
+
+    min_group_size: int = 20
 
 
 @dataclass
@@ -184,16 +212,13 @@ class FedsimConfig:
     consent: ConsentConfig = field(default_factory=ConsentConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
 
 
-DATASETS = ("synthetic", "ml-100k", "ml-1m")
-MODELS = ("mf", "neumf")
 LOSSES = ("bce", "bpr")
 OPTIMIZERS = ("sgd", "adam")
-STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
 SAMPLINGS = ("fixed", "poisson")
 WEIGHTINGS = ("examples", "uniform")
-MECHANISMS = ("none", "central", "local", "record")
 CLIPPINGS = ("fixed", "adaptive")
 ACCOUNTANTS = ("pld", "rdp")
 MODES = ("federated", "centralized")
@@ -227,8 +252,14 @@ def _positive(key: str, value: float) -> None:
 def validate(cfg: FedsimConfig) -> FedsimConfig:
     """Check ranges and cross-field rules once; return ``cfg`` unchanged when it is valid."""
     _one_of("mode", cfg.mode, MODES)
+    for check in (_dataset, _model, _client, _federation, _strategy, _privacy, _consent, _attack, _audit, _evaluation):
+        check(cfg)
+    return cfg
+
+
+def _dataset(cfg: FedsimConfig) -> None:
     d = cfg.dataset
-    _one_of("dataset.name", d.name, DATASETS)
+    _one_of("dataset.name", d.name, names("dataset"))
     if d.name != "synthetic" and not d.path:
         raise ConfigError(f"dataset.path is required for dataset.name={d.name} (the folder holding the unzipped files)")
     if d.name == "synthetic":
@@ -250,8 +281,10 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
         _positive("dataset.activity_exponent", d.activity_exponent)
         _check("dataset.latent_dim", d.latent_dim >= 1, "an integer >= 1", d.latent_dim)
 
+
+def _model(cfg: FedsimConfig) -> None:
     m = cfg.model
-    _one_of("model.name", m.name, MODELS)
+    _one_of("model.name", m.name, names("model"))
     _one_of("model.loss", m.loss, LOSSES)
     _check("model.dim", m.dim >= 1, "an integer >= 1", m.dim)
     _positive("model.init_std", m.init_std)
@@ -263,6 +296,8 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             m.mlp_layers,
         )
 
+
+def _client(cfg: FedsimConfig) -> None:
     c = cfg.client
     _check("client.epochs", c.epochs >= 1, "an integer >= 1", c.epochs)
     _check("client.batch_size", c.batch_size >= 1, "an integer >= 1", c.batch_size)
@@ -272,6 +307,8 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     _check("client.l2", c.l2 >= 0, "a number >= 0", c.l2)
     _check("client.max_rows_per_chunk", c.max_rows_per_chunk >= 1024, "an integer >= 1024", c.max_rows_per_chunk)
 
+
+def _federation(cfg: FedsimConfig) -> None:
     f = cfg.federation
     _check("federation.rounds", f.rounds >= 1, "an integer >= 1", f.rounds)
     _one_of("federation.backend", f.backend, BACKENDS)
@@ -288,16 +325,25 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     )
     _positive("federation.timeout_s", f.timeout_s)
 
+
+def _strategy(cfg: FedsimConfig) -> None:
     s = cfg.strategy
-    _one_of("strategy.name", s.name, STRATEGIES)
+    _one_of("strategy.name", s.name, names("strategy"))
     _positive("strategy.server_lr", s.server_lr)
     _check("strategy.server_momentum", 0.0 <= s.server_momentum < 1.0, "0 <= momentum < 1", s.server_momentum)
     _check("strategy.proximal_mu", s.proximal_mu >= 0, "a number >= 0", s.proximal_mu)
     _positive("strategy.eta", s.eta)
     _positive("strategy.tau", s.tau)
+    if s.name == "fedadam" and s.server_lr != 1.0:
+        raise ConfigError(
+            f"strategy.server_lr={s.server_lr:g} is not used by strategy=fedadam (its step size is strategy.eta); "
+            "allowed: 1"
+        )
 
+
+def _privacy(cfg: FedsimConfig) -> None:
     p = cfg.privacy
-    _one_of("privacy.mechanism", p.mechanism, MECHANISMS)
+    _one_of("privacy.mechanism", p.mechanism, names("mechanism"))
     if cfg.mode == "centralized" and p.mechanism != "none":
         raise ConfigError(
             f"privacy.mechanism={p.mechanism} applies to mode=federated; mode=centralized is the "
@@ -328,12 +374,33 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             )
         if p.noise_multiplier is not None and p.target_epsilon is not None:
             raise ConfigError("set only one of privacy.noise_multiplier and privacy.target_epsilon")
+    f = cfg.federation
     if p.mechanism == "central" and f.sampling != "poisson" and f.participation < 1.0:
         raise ConfigError(
             "privacy.mechanism=central needs federation.sampling=poisson when federation.participation "
             "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)"
         )
+    if p.mechanism == "record":
+        if (
+            cfg.model.name != "mf"
+            or cfg.client.optimizer != "sgd"
+            or cfg.client.l2 != 0
+            or cfg.strategy.proximal_mu != 0
+        ):
+            raise ConfigError(
+                "privacy.mechanism=record (DP-SGD per interaction) supports model=mf with "
+                "client.optimizer=sgd, client.l2=0 and no proximal term"
+            )
+        if p.clipping != "fixed":
+            raise ConfigError("privacy.mechanism=record uses fixed per-sample clipping (privacy.clipping=fixed)")
+    if p.mechanism == "local" and (p.clipping != "fixed" or p.accountant != "pld"):
+        raise ConfigError(
+            "privacy.mechanism=local uses fixed clipping and the PLD accountant (privacy.clipping=fixed, "
+            "privacy.accountant=pld); adaptive clipping and RDP are implemented for privacy=central"
+        )
 
+
+def _consent(cfg: FedsimConfig) -> None:
     co = cfg.consent
     _check("consent.opt_out_rate", 0.0 <= co.opt_out_rate < 1.0, "0 <= rate < 1", co.opt_out_rate)
     _positive("consent.group_factor", co.group_factor)
@@ -341,6 +408,8 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     if (co.group_attribute is None) != (co.group_value is None):
         raise ConfigError("set both consent.group_attribute and consent.group_value, or neither")
 
+
+def _attack(cfg: FedsimConfig) -> None:
     a = cfg.attack
     _check("attack.users_per_round", a.users_per_round >= 0, "an integer >= 0", a.users_per_round)
     _one_of("attack.mitigation", a.mitigation, MITIGATIONS)
@@ -349,6 +418,24 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
     _check("attack.fit_epochs", a.fit_epochs >= 1, "an integer >= 1", a.fit_epochs)
     _check("attack.reid_sizes", all(x >= 1 for x in a.reid_sizes), "positive integers", a.reid_sizes)
 
+
+def _gate_metric(name: str, metric: str, mechanism: str) -> None:
+    """A pause/rollback picks the released model, so it may only read what the guarantee allows: validation metrics
+    (never test), the accountant's figures, and — under local DP, where the server only sees noised uploads — the
+    item-set attack on those uploads."""
+    allowed = ("val/", "fair_val/", "util/", "privacy/", "exposure/") + (
+        ("risk/itemset",) if mechanism == "local" else ()
+    )
+    for pattern in metric.split("|"):
+        if not pattern.strip().startswith(allowed):
+            raise ConfigError(
+                f"audit.rules.{name}.metric={pattern.strip()!r} cannot gate a pause/rollback under "
+                f"privacy.mechanism={mechanism}; allowed prefixes: {', '.join(allowed)} (or action=warn)"
+            )
+
+
+def _audit(cfg: FedsimConfig) -> None:
+    p = cfg.privacy
     for name, rule in cfg.audit.rules.items():
         _one_of(f"audit.rules.{name}.action", rule.action, ACTIONS)
         _one_of(f"audit.rules.{name}.then", rule.then, THENS)
@@ -357,21 +444,20 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
             raise ConfigError(f"audit.rules.{name}: set exactly one of min and max")
         if rule.remediation == "more_noise" and p.mechanism == "none":
             raise ConfigError(f"audit.rules.{name}.remediation=more_noise needs a privacy mechanism (privacy=central)")
-
-    if p.mechanism == "record":
-        if m.name != "mf" or c.optimizer != "sgd" or c.l2 != 0 or s.proximal_mu != 0:
+        if rule.remediation == "more_noise" and p.mechanism == "record":
             raise ConfigError(
-                "privacy.mechanism=record (DP-SGD per interaction) supports model=mf with "
-                "client.optimizer=sgd, client.l2=0 and no proximal term"
+                f"audit.rules.{name}.remediation=more_noise is implemented for privacy=central and privacy=local, "
+                "not privacy=record"
             )
-        if p.clipping != "fixed":
-            raise ConfigError("privacy.mechanism=record uses fixed per-sample clipping (privacy.clipping=fixed)")
+        if rule.action != "warn":
+            _gate_metric(name, rule.metric, p.mechanism)
 
+
+def _evaluation(cfg: FedsimConfig) -> None:
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)
     _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
     _check("evaluation.n_negatives", e.n_negatives >= 1, "an integer >= 1", e.n_negatives)
-    return cfg
 
 
 def to_schema(cfg: DictConfig) -> FedsimConfig:

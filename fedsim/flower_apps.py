@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import shlex
 import time
-from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -64,18 +63,7 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    from fedsim.client.device import get_runtime
-    from fedsim.server.app import build_loop
-    from fedsim.server.callbacks import CallbackList
-    from fedsim.tracking.recorder import RunRecorder
-    from fedsim.tracking.tensorboard import TensorBoardCallback
+    from fedsim.server.app import serve
 
     cfg = config_of(context)
-    run_dir = Path(cfg.output_dir or f"results/runs/{cfg.name}/flwr-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-    recorder = RunRecorder(run_dir, cfg.evaluation.k)
-    callbacks = CallbackList([recorder, TensorBoardCallback(run_dir)])
-    rt = get_runtime(cfg)
-    mechanism = rt.fresh_mechanism()
-    callbacks.on_run_begin({"name": cfg.name, "run_dir": str(run_dir), "threat_model": mechanism.threat_model()})
-    outcome = build_loop(cfg, callbacks, mechanism, str(run_dir / "devices")).run(grid)
-    callbacks.on_run_end(recorder.summary(outcome))
+    serve(grid, cfg, cfg.output_dir or f"results/runs/{cfg.name}/flwr-{time.strftime('%Y-%m-%d_%H-%M-%S')}")

@@ -19,7 +19,7 @@ def test_run_config_overrides_reach_the_client_app(flower_identity):
     )
     reply = client_app(Message(RecordDict({"config": ConfigRecord({})}), 3, MessageType.QUERY), context)
     assert reply.content["metrics"]["partition-id"] == 0
-    from fedsim.client.device import get_runtime
+    from fedsim.runtime import get_runtime
 
     rt = get_runtime(cfg)
     shared = rt.model.init_shared(0)

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.client.device import get_runtime, train_shard
-from fedsim.client.local_training import train_users
+from fedsim.client.device import train_shard
+from fedsim.runtime import get_runtime
+from fedsim.training.local import train_users
 from fedsim.config import DatasetConfig, FedsimConfig
 from fedsim.data.negatives import draw_user_samples
 from fedsim.run import run

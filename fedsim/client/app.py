@@ -19,8 +19,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim.client.device import Runtime, evaluate_shard, get_runtime, train_shard
+from fedsim.client.device import evaluate_shard, train_shard
 from fedsim.config import FedsimConfig
+from fedsim.runtime import Runtime, get_runtime
 
 STATE_KEY = "fedsim-private"
 

@@ -10,33 +10,18 @@ from __future__ import annotations
 import functools
 
 from fedsim.config import DatasetConfig
-from fedsim.data.interactions import Interactions
-from fedsim.data.movielens import DatasetError, load_ml1m, load_ml100k
+from fedsim.data.interactions import DatasetError, Interactions
 from fedsim.data.protocol import Split, leave_one_out
-from fedsim.data.synthetic import generate_synthetic
+from fedsim.registry import resolve
 
 
 def load_interactions(cfg: DatasetConfig, seed: int) -> Interactions:
     """Build the interaction log named by ``cfg.name`` (raises :class:`DatasetError` with one clear line)."""
-    if cfg.name == "synthetic":
-        return generate_synthetic(
-            n_users=cfg.n_users,
-            n_items=cfg.n_items,
-            latent_dim=cfg.latent_dim,
-            min_interactions=cfg.min_interactions,
-            max_interactions=cfg.max_interactions,
-            activity_exponent=cfg.activity_exponent,
-            popularity_exponent=cfg.popularity_exponent,
-            minority_share=cfg.minority_share,
-            group_shift=cfg.group_shift,
-            taste_strength=cfg.taste_strength,
-            seed=seed,
-        )
-    if cfg.name == "ml-100k":
-        return load_ml100k(cfg.path or "")
-    if cfg.name == "ml-1m":
-        return load_ml1m(cfg.path or "")
-    raise DatasetError(f"dataset.name={cfg.name!r} is not allowed; choose one of: synthetic, ml-100k, ml-1m")
+    try:
+        loader = resolve("dataset", cfg.name)
+    except ValueError as error:
+        raise DatasetError(f"dataset.name: {error}") from None
+    return loader(cfg, seed)
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,27 +16,20 @@ Everything is drawn from one ``numpy`` generator seeded by ``seed``: same seed, 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 
+from fedsim.config import DatasetConfig
 from fedsim.data.interactions import Interactions
 
 
-def generate_synthetic(
-    n_users: int = 600,
-    n_items: int = 800,
-    latent_dim: int = 8,
-    min_interactions: int = 5,
-    max_interactions: int = 300,
-    activity_exponent: float = 1.2,
-    popularity_exponent: float = 0.9,
-    minority_share: float = 0.3,
-    group_shift: float = 1.0,
-    taste_strength: float = 5.0,
-    seed: int = 0,
-) -> Interactions:
-    """Draw a synthetic implicit-feedback log.
+def generate_synthetic(cfg: DatasetConfig | None = None, seed: int = 0, **overrides: Any) -> Interactions:
+    """Draw a synthetic implicit-feedback log from ``dataset/`` config (its defaults are the one source of the
+    generator's defaults; ``overrides`` replace single fields, e.g. ``n_users=30`` in tests).
 
-    Parameters
+    Parameters (fields of :class:`~fedsim.config.DatasetConfig`)
     ----------
     activity_exponent : float
         Pareto shape of the number of interactions per user (smaller = heavier tail), clipped to
@@ -50,6 +43,15 @@ def generate_synthetic(
     taste_strength : float
         Scale of the taste term against popularity in an item's choice logit; 0 = pure popularity.
     """
+    c = replace(cfg or DatasetConfig(), **overrides)
+    n_users, n_items, latent_dim = c.n_users, c.n_items, c.latent_dim
+    min_interactions, max_interactions = c.min_interactions, c.max_interactions
+    activity_exponent, popularity_exponent, minority_share = (
+        c.activity_exponent,
+        c.popularity_exponent,
+        c.minority_share,
+    )
+    group_shift, taste_strength = c.group_shift, c.taste_strength
     rng = np.random.default_rng(seed)
     item_factors = rng.normal(0.0, 1.0, size=(n_items, latent_dim)) / np.sqrt(latent_dim)
     popularity_rank = rng.permutation(n_items) + 1
@@ -90,3 +92,8 @@ def generate_synthetic(
         item_names=[f"item {i} (pop. rank {popularity_rank[i]})" for i in range(n_items)],
         source=f"synthetic(n_users={n_users}, n_items={n_items}, seed={seed})",
     )
+
+
+def synthetic_from_config(cfg: DatasetConfig, seed: int) -> Interactions:
+    """The registry's entry point (see :mod:`fedsim.registry`)."""
+    return generate_synthetic(cfg, seed)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.config import AuditRule
-from fedsim.server.callbacks import Callback, Decision, RoundReport
 
 UTILITY_DROP = "util/val_hr_drop_vs_best"
 
@@ -65,7 +65,7 @@ class AuditCallback(Callback):
         self.breaches: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
         self.best_val: float | None = None
-        self.checkpoint = {"round": 0, "shared": copy.deepcopy(initial_shared)}
+        self.checkpoint: dict[str, Any] = {"round": 0, "shared": copy.deepcopy(initial_shared), "strategy": {}}
         self.k_metric = "val/hr@10"
 
     def on_run_begin(self, info: dict[str, Any]) -> None:
@@ -97,7 +97,11 @@ class AuditCallback(Callback):
             sum(1 for c in self.checks if c["round"] == report.server_round and not c["passed"])
         )
         if all_passed and decision is None:
-            self.checkpoint = {"round": report.server_round, "shared": copy.deepcopy(report.shared)}
+            self.checkpoint = {
+                "round": report.server_round,
+                "shared": copy.deepcopy(report.shared),
+                "strategy": copy.deepcopy(report.strategy_state),
+            }
         self._write()
         return decision
 
@@ -120,7 +124,7 @@ class AuditCallback(Callback):
             return Decision(
                 stop=True,
                 reason=f"{what}: paused, keeping the model of round {restored['round']}",
-                restore=restored["shared"],
+                restore=restored,
                 restored_round=restored["round"],
             )
         action.update({"then": rule.then, "remediation": rule.remediation})
@@ -128,7 +132,7 @@ class AuditCallback(Callback):
             stop=rule.then == "stop",
             reason=f"{what}: rolled back to round {restored['round']}"
             + (" and stopped" if rule.then == "stop" else f", continuing with remediation {rule.remediation}"),
-            restore=restored["shared"],
+            restore=restored,
             restored_round=restored["round"],
             remediation=rule.remediation,
         )

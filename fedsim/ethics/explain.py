@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.client.device import Runtime, fallback_scores
-from fedsim.ethics.consent import OPTED_OUT
+from fedsim.data.roles import OPTED_OUT
+from fedsim.runtime import Runtime
 
 
 @dataclass
@@ -52,7 +52,7 @@ def explain_user(
         scores = rt.model.score_all(torch.as_tensor(embedding[None, :], dtype=torch.float32), shared)[0]
         kind = "personalised"
     else:
-        scores = fallback_scores(rt, np.array([user]), shared)[0]
+        scores = rt.fallback_scores(np.array([user]), shared)[0]
         kind = f"non-personalised fallback ({rt.cfg.consent.fallback})"
     scores = scores.clone().double()
     scores[torch.as_tensor(train_items)] = float("-inf")

@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         summary_path, model_path = run_dir / "summary.json", run_dir / "model.npz"
         if not summary_path.is_file() or not model_path.is_file():
             raise ValueError(f"{run_dir}: not a finished fedsim run (needs summary.json and model.npz)")
-        from fedsim.client.device import get_runtime
         from fedsim.config import from_dict
         from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
+        from fedsim.runtime import get_runtime
 
         cfg = from_dict(json.loads(summary_path.read_text())["config"])
         rt = get_runtime(cfg)

@@ -1,13 +1,22 @@
 """User-side fairness: per-user metrics disaggregated by group, with bootstrap CIs and the standard gaps.
 
-Groups come from user attributes (MovieLens gender/age, the synthetic ``group``), from activity (the top 5% most
-active users vs the rest — Li et al. 2021, "User-oriented Fairness in Recommendation" — and activity quartiles) and
-from consent (opted in / opted out). For each grouping:
+Groups come from user attributes (MovieLens gender/age/occupation, the synthetic ``group``), from activity (the top 5%
+most active users vs the rest — Li et al. 2021, "User-oriented Fairness in Recommendation" — and activity quartiles)
+and from consent (opted in / opted out). For each grouping:
 
 * disparate-impact ratio of HR@K: min over groups / max over groups (the four-fifths rule flags < 0.8);
 * equal-opportunity difference: max − min over groups of Recall@K (full ranking) — the true-positive rate of the
   held-out item appearing in the top-K;
-* user-fairness gap on NDCG@K: max − min of the group means (for activity: advantaged − disadvantaged, Li et al.).
+* user-fairness gap on NDCG@K: max − min of the group means. It is unsigned: Li et al. define UGF for activity as
+  advantaged − disadvantaged, which equals this only when the active group does better; the per-group table shows
+  which group is ahead.
+
+Tiny groups. A gap is a difference of group means, so its noise is that of the smallest group: with 7 users (several
+ML-100K occupations) a single hit moves HR@10 by 0.14, and min/max over many such groups is driven by whichever is
+luckiest and unluckiest. Groups with fewer than ``min_group_size`` users (default 20) are therefore still listed in
+the tables, with their CI and ``in_gaps=False``, but left out of the gaps; a grouping with fewer than two groups of
+that size has no gaps (NaN from ``fairness_gaps``, not reported by ``fairness_report``). ``fair/<grouping>/
+groups_in_gap`` says how many groups each gap is over.
 
 Every number here is recomputable from ``per_user.csv`` (a test does it).
 """
@@ -19,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 BOOTSTRAP_SAMPLES = 500
+MIN_GROUP_SIZE = 20
+"""Default smallest group (users) that enters the gaps; smaller groups are only tabulated."""
 
 
 def activity_groups(n_train: np.ndarray) -> dict[str, np.ndarray]:
@@ -33,10 +44,13 @@ def activity_groups(n_train: np.ndarray) -> dict[str, np.ndarray]:
 
 @dataclass
 class GroupStats:
+    """One group's mean of one metric with its bootstrap CI; ``in_gaps``: whether the grouping's gaps include it."""
+
     size: int
     mean: float
     ci_low: float
     ci_high: float
+    in_gaps: bool = True
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -49,37 +63,68 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tupl
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def group_table(values: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict[str, GroupStats]:
+def gap_groups(groups: np.ndarray, min_group_size: int = MIN_GROUP_SIZE) -> list[str]:
+    """The groups that enter the gaps: those with at least ``min_group_size`` users, if at least two are; else none."""
+    names, sizes = np.unique(np.asarray(groups).astype(str), return_counts=True)
+    kept = [str(g) for g, size in zip(names, sizes, strict=True) if size >= min_group_size]
+    return kept if len(kept) >= 2 else []
+
+
+def group_table(
+    values: np.ndarray, groups: np.ndarray, seed: int = 0, min_group_size: int = MIN_GROUP_SIZE
+) -> dict[str, GroupStats]:
+    """Every group (however small) with its mean and CI; ``in_gaps`` marks the groups ``gap_groups`` keeps."""
+    groups = np.asarray(groups).astype(str)
+    in_gaps = set(gap_groups(groups, min_group_size))
     out = {}
     for g in sorted(set(groups.tolist())):
         v = values[groups == g]
         low, high = bootstrap_ci(v, seed)
-        out[str(g)] = GroupStats(len(v), float(v.mean()) if len(v) else float("nan"), low, high)
+        out[g] = GroupStats(len(v), float(v.mean()) if len(v) else float("nan"), low, high, g in in_gaps)
     return out
 
 
-def fairness_gaps(hr: np.ndarray, recall: np.ndarray, ndcg: np.ndarray, groups: np.ndarray) -> dict[str, float]:
-    """The three gaps for one grouping (groups with no users are ignored)."""
-    names = sorted(set(groups.tolist()))
-    hr_means = [hr[groups == g].mean() for g in names]
-    recall_means = [recall[groups == g].mean() for g in names]
-    ndcg_means = [ndcg[groups == g].mean() for g in names]
+def fairness_gaps(
+    hr: np.ndarray,
+    recall: np.ndarray,
+    ndcg: np.ndarray,
+    groups: np.ndarray,
+    min_group_size: int = MIN_GROUP_SIZE,
+) -> dict[str, float]:
+    """The three gaps for one grouping, over the groups with ≥ ``min_group_size`` users (NaN if fewer than two).
+
+    ``groups`` counts every group present, ``groups_in_gap`` those the gaps are over (0 when no gap is defined).
+    """
+    groups = np.asarray(groups).astype(str)
+    kept = gap_groups(groups, min_group_size)
+    out = {"groups": float(len(set(groups.tolist()))), "groups_in_gap": float(len(kept))}
+    if not kept:
+        return {"di_ratio_hr": float("nan"), "eod_recall": float("nan"), "ugf_gap_ndcg": float("nan"), **out}
+    hr_means = [hr[groups == g].mean() for g in kept]
+    recall_means = [recall[groups == g].mean() for g in kept]
+    ndcg_means = [ndcg[groups == g].mean() for g in kept]
     top = max(hr_means)
     return {
         "di_ratio_hr": float(min(hr_means) / top) if top > 0 else float("nan"),
         "eod_recall": float(max(recall_means) - min(recall_means)),
         "ugf_gap_ndcg": float(max(ndcg_means) - min(ndcg_means)),
-        "groups": float(len(names)),
+        **out,
     }
 
 
 def fairness_report(
-    per_user: dict[str, np.ndarray], groupings: dict[str, np.ndarray], k: int = 10, seed: int = 0
+    per_user: dict[str, np.ndarray],
+    groupings: dict[str, np.ndarray],
+    k: int = 10,
+    seed: int = 0,
+    min_group_size: int = MIN_GROUP_SIZE,
 ) -> tuple[dict[str, float], dict[str, dict[str, dict[str, GroupStats]]]]:
     """Scalar gaps (``fair/<grouping>/<gap>``) and per-group tables for every grouping with ≥ 2 groups.
 
     ``per_user`` holds ``test_hr``, ``test_recall_full``, ``test_ndcg`` (and any other metric arrays) for the
-    evaluated users; ``groupings`` maps a grouping name to each user's group label (same order).
+    evaluated users; ``groupings`` maps a grouping name to each user's group label (same order). Gaps are over the
+    groups with ≥ ``min_group_size`` users; ``fair/<grouping>/groups_in_gap`` counts them, and a grouping with fewer
+    than two such groups reports no gaps (its table still appears, every row with ``in_gaps=False``).
     """
     scalars: dict[str, float] = {}
     tables: dict[str, dict[str, dict[str, GroupStats]]] = {}
@@ -87,10 +132,14 @@ def fairness_report(
         labels = np.asarray(labels).astype(str)
         if len(set(labels.tolist())) < 2:
             continue
-        gaps = fairness_gaps(per_user["test_hr"], per_user["test_recall_full"], per_user["test_ndcg"], labels)
-        scalars.update({f"fair/{name}/{gap}": value for gap, value in gaps.items() if gap != "groups"})
+        gaps = fairness_gaps(
+            per_user["test_hr"], per_user["test_recall_full"], per_user["test_ndcg"], labels, min_group_size
+        )
+        scalars[f"fair/{name}/groups_in_gap"] = gaps["groups_in_gap"]
+        if gaps["groups_in_gap"] >= 2:
+            scalars.update({f"fair/{name}/{gap}": gaps[gap] for gap in ("di_ratio_hr", "eod_recall", "ugf_gap_ndcg")})
         tables[name] = {
-            metric: group_table(per_user[metric], labels, seed)
+            metric: group_table(per_user[metric], labels, seed, min_group_size)
             for metric in ("test_hr", "test_ndcg", "test_recall_full")
         }
     return scalars, tables

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.client.device import Runtime
-from fedsim.ethics.consent import OPTED_IN, OPTED_OUT
+from fedsim.callbacks import Callback, RoundReport
+from fedsim.data.roles import OPTED_IN, OPTED_OUT
 from fedsim.ethics.exposure import exposure_metrics
 from fedsim.ethics.fairness import GroupStats, activity_groups, fairness_report
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.runtime import Runtime
 
 
 def user_groupings(rt: Runtime) -> dict[str, np.ndarray]:

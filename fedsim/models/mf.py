@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from fedsim.config import ModelConfig
 from fedsim.models.base import RankingModel
 
 
@@ -17,6 +18,10 @@ class MatrixFactorization(RankingModel):
     def __init__(self, n_items: int, dim: int = 32, init_std: float = 0.1) -> None:
         super().__init__(n_items, init_std)
         self.dim = dim
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, n_items: int) -> MatrixFactorization:
+        return cls(n_items, dim=cfg.dim, init_std=cfg.init_std)
 
     @property
     def item_tables(self) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from fedsim.config import ModelConfig
 from fedsim.models.base import RankingModel
 
 
@@ -20,6 +21,10 @@ class NeuMF(RankingModel):
         self.dim = dim
         self.mlp_layers = list(mlp_layers or [64, 32, 16])
         self.mlp_dim = self.mlp_layers[0] // 2
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, n_items: int) -> NeuMF:
+        return cls(n_items, dim=cfg.dim, mlp_layers=list(cfg.mlp_layers), init_std=cfg.init_std)
 
     @property
     def item_tables(self) -> dict[str, int]:

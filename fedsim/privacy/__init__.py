@@ -1,36 +1,20 @@
 """Differential privacy: mechanisms (what is clipped and noised, where), accountants and calibration.
 
-Registry: ``privacy.mechanism`` names one of :data:`MECHANISMS`.
+Each mechanism is a server-side object (:class:`~fedsim.privacy.mechanism.NoPrivacy` and its subclasses: accountant,
+calibrated noise, ``round_config`` for the devices) plus the stateless device step in :mod:`fedsim.privacy.device`.
+``privacy.mechanism`` names one of the ``mechanism`` registry's entries (:mod:`fedsim.registry`).
 """
 
 from __future__ import annotations
 
 from fedsim.config import FedsimConfig
-from fedsim.privacy.central import CentralDP
-from fedsim.privacy.local import LocalDP
-from fedsim.privacy.mechanism import Aggregate, NoPrivacy
-from fedsim.privacy.record import RecordDP
-
-MECHANISMS: dict[str, type[NoPrivacy]] = {"none": NoPrivacy, "central": CentralDP, "local": LocalDP, "record": RecordDP}
+from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.registry import resolve
 
 
 def build_mechanism(cfg: FedsimConfig, population: int) -> NoPrivacy:
-    """The mechanism named by ``privacy.mechanism`` for ``population`` users eligible to train."""
-    name = cfg.privacy.mechanism
-    if name not in MECHANISMS:
-        raise ValueError(f"privacy.mechanism={name!r} is not allowed; choose one of: {', '.join(MECHANISMS)}")
-    if name == "none":
-        return NoPrivacy(cfg.federation.user_weighting)
-    if name == "record":
-        return RecordDP(
-            cfg.privacy,
-            population,
-            cfg.federation.rounds,
-            cfg.client.epochs,
-            cfg.client.negatives,
-            cfg.federation.user_weighting,
-        )
-    return MECHANISMS[name](cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
+    """The server side of the mechanism named by ``privacy.mechanism`` for ``population`` users eligible to train."""
+    return resolve("mechanism", cfg.privacy.mechanism).from_config(cfg, population)
 
 
-__all__ = ["MECHANISMS", "Aggregate", "CentralDP", "LocalDP", "NoPrivacy", "RecordDP", "build_mechanism"]
+__all__ = ["NoPrivacy", "build_mechanism"]

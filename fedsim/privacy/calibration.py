@@ -11,6 +11,7 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
 from fedsim.privacy.accountant import epsilon_of, gaussian_round
+from fedsim.privacy.clipping import count_noise_multiplier, update_noise_multiplier
 
 # Below this the PLD of a Gaussian spans a huge privacy-loss range (memory explodes) and ε is far beyond any
 # meaningful target anyway; calibration searches z ≥ 0.3 (as dp-accounting's own examples do).
@@ -49,6 +50,29 @@ def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, 
     while epsilon_of([(q, z, rounds)], delta, method) > target_epsilon:
         z *= 1.001
     return z
+
+
+@functools.lru_cache(maxsize=64)
+def calibrate_adaptive_noise(
+    target_epsilon: float, delta: float, q: float, rounds: int, count_stddev: float, method: str = "pld"
+) -> tuple[float, float]:
+    """(z, z_Δ) for adaptive clipping: ε of the *composed* rounds (update sum with z_Δ, centred count with 2σ_b) is
+    ≤ ``target_epsilon`` — never above.
+
+    With centred bits the pair is exactly as private as one Gaussian with z⁻² = z_Δ⁻² + (2σ_b)⁻² (Andrew et al.
+    2021, Thm. 1), so z is calibrated as a single Gaussian and split with :func:`update_noise_multiplier`; the split
+    is then checked with the accountant on the composed events and z nudged up if rounding put ε above the target.
+    Raises ``ConfigError`` when σ_b ≤ z/2 (the count alone would spend the whole budget).
+    """
+    z = calibrate_noise(target_epsilon, delta, q, rounds, method)
+    if z <= 0:
+        return 0.0, 0.0
+    z_count = count_noise_multiplier(count_stddev)
+    z_update = update_noise_multiplier(z, count_stddev)
+    while epsilon_of([(q, z_update, rounds, z_count)], delta, method) > target_epsilon:
+        z *= 1.001
+        z_update = update_noise_multiplier(z, count_stddev)
+    return z, z_update
 
 
 def local_sigma_multiplier(target_epsilon: float, delta: float, releases: int) -> float:

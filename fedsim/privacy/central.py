@@ -23,8 +23,14 @@ import torch
 
 from fedsim.config import PrivacyConfig
 from fedsim.privacy.accountant import PrivacyAccountant
-from fedsim.privacy.calibration import calibrate_noise
-from fedsim.privacy.clipping import adaptive_clip_update, update_noise_multiplier
+from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise
+from fedsim.privacy.clipping import (
+    adaptive_clip_update,
+    centred_unclipped_sum,
+    count_noise_multiplier,
+    unclipped_fraction_estimate,
+    update_noise_multiplier,
+)
 from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
 
 
@@ -37,21 +43,29 @@ class CentralDP(ClippedMechanism):
     def __init__(self, cfg: PrivacyConfig, population: int, q: float, rounds: int) -> None:
         super().__init__(cfg, population, q, rounds)
         self.accountant = PrivacyAccountant(self.delta, cfg.accountant)
-        if cfg.noise_multiplier is not None:
-            self.z = float(cfg.noise_multiplier)
-        else:
-            self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
         self.adaptive = cfg.clipping == "adaptive"
         self.target_quantile = cfg.target_quantile
         self.clip_lr = cfg.clip_lr
         expected = q * population
         self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
-        self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
+        # z: the round's overall (effective) noise multiplier; z_update: the update sum's; z_count: the centred
+        # count's (2σ_b, adaptive only). z⁻² = z_update⁻² + z_count⁻² (Andrew et al. 2021, Thm. 1).
+        if cfg.noise_multiplier is not None:
+            self.z = float(cfg.noise_multiplier)
+            self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
+        elif self.adaptive:
+            self.z, self.z_update = calibrate_adaptive_noise(
+                float(cfg.target_epsilon), self.delta, q, rounds, self.count_stddev, cfg.accountant
+            )
+        else:
+            self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
+            self.z_update = self.z
+        self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
         self._flower = None
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
-        return {"clipping-norm": self.clipping_norm}
+        return {**super().round_config(server_round), "clip-diagnostics": True}
 
     # --- server side ---------------------------------------------------------------------------------------------
     def noise_std(self) -> float:
@@ -78,8 +92,13 @@ class CentralDP(ClippedMechanism):
         }
         unclipped = aggregate.metrics.get("unclipped-count", 0.0)
         if self.adaptive:
-            noisy_fraction = (unclipped + rng.normal(0.0, self.count_stddev)) / denominator
+            # Andrew et al. 2021, Alg. 1 / Thm. 1: only the centred count Σ(b_i − ½) (sensitivity ½) is noised and
+            # released; the accountant charges it with multiplier z_count = 2σ_b (after_release).
+            noisy_centred = centred_unclipped_sum(unclipped, aggregate.n_users) + rng.normal(0.0, self.count_stddev)
+            noisy_fraction = unclipped_fraction_estimate(noisy_centred, denominator)
             metrics["privacy/noisy_unclipped_fraction"] = noisy_fraction
+            metrics["privacy/noise_multiplier_update_sum"] = self.z_update
+            metrics["privacy/noise_multiplier_count"] = float(self.z_count)
             self.clipping_norm = adaptive_clip_update(
                 self.clipping_norm, noisy_fraction, self.target_quantile, self.clip_lr
             )
@@ -90,7 +109,9 @@ class CentralDP(ClippedMechanism):
         return mean, metrics
 
     def can_release(self, server_round: int) -> tuple[bool, str]:
-        if self.max_epsilon is not None and self.accountant.would_exceed(self.q, self.z, self.max_epsilon):
+        if self.max_epsilon is not None and self.accountant.would_exceed(
+            self.q, self.z_update, self.max_epsilon, z_count=self.z_count
+        ):
             return False, (
                 f"privacy budget: release {server_round} would take ε above privacy.max_epsilon="
                 f"{self.max_epsilon:g} (spent {self.accountant.epsilon():.3f}); the last model is kept"
@@ -98,7 +119,8 @@ class CentralDP(ClippedMechanism):
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
-        self.accountant.step(self.q, self.z)
+        # one Poisson(q) cohort, its update sum (z_update) and, if adaptive, its centred count (z_count)
+        self.accountant.step(self.q, self.z_update, z_count=self.z_count)
         other = "rdp" if self.accountant.method == "pld" else "pld"
         return {
             "privacy/epsilon": self.accountant.epsilon(),
@@ -133,10 +155,19 @@ class CentralDP(ClippedMechanism):
         return float(self._flower.get_epsilon(self.delta))
 
     def scale_noise(self, factor: float) -> None:
+        """Remediation: ``factor``× the noise of every release from the next round on.
+
+        Under adaptive clipping both releases get it (z_Δ and σ_b), so the effective multiplier is exactly factor·z
+        (Andrew et al., Thm. 1 is homogeneous in (z_Δ, 2σ_b)); keeping σ_b fixed instead would fail once z ≥ 2σ_b.
+        """
         self.z *= factor
-        self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
+        self.z_update *= factor
+        if self.adaptive:
+            self.count_stddev *= factor
+            self.z_count = count_noise_multiplier(self.count_stddev)
 
     def max_advantage_bound(self) -> float:
+        """δ(ε=0) of the rounds released so far, the adaptive-clipping count release included."""
         return self.accountant.max_advantage()
 
     def threat_model(self) -> dict[str, Any]:
@@ -152,9 +183,16 @@ class CentralDP(ClippedMechanism):
             f"{'RDP' if self.accountant.method == 'pld' else 'PLD'} reported alongside",
             "noise_multiplier": self.z,
             "noise_multiplier_update_sum": self.z_update,
+            "noise_multiplier_count": self.z_count,
             "clipping": ("adaptive (Andrew et al. 2021), start C=" if self.adaptive else "fixed C=")
             + f"{self.clipping_norm:g}"
-            + (f", count noise σ_b={self.count_stddev:g}" if self.adaptive else ""),
+            + (
+                f"; each round releases the centred unclipped-count Σ(b_i − ½) (sensitivity ½) with noise "
+                f"σ_b={self.count_stddev:g} (multiplier 2σ_b={self.z_count:g}), accounted together with the update "
+                f"sum (z_Δ={self.z_update:.3f}) on the same sampled cohort: effective z={self.z:.3f}"
+                if self.adaptive
+                else ""
+            ),
             "rounds_planned": self.rounds,
             "calibration": eps,
             "contrast": "privacy/epsilon_flower_no_amplification: the same releases under Flower's built-in "
@@ -172,6 +210,16 @@ class CentralDP(ClippedMechanism):
         return {"mechanism": self.name, "accountant": self.accountant.state_dict(), "clipping_norm": self.clipping_norm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before
+        the count was centred and accounted: they recorded the nominal z while the *uncentred* count (sensitivity 1,
+        multiplier σ_b) went out with z_Δ = update_noise_multiplier(z, σ_b) — they are re-accounted as such."""
         super().load_state_dict(state)
         self.accountant.load_state_dict(state["accountant"])
+        if self.adaptive:
+            self.accountant.history = [
+                (q, update_noise_multiplier(z, self.count_stddev), n, self.count_stddev)
+                if z_count is None
+                else (q, z, n, z_count)
+                for q, z, n, z_count in self.accountant.history
+            ]
         self.clipping_norm = float(state["clipping_norm"])

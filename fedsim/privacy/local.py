@@ -7,10 +7,7 @@ what it receives. The server sees who took part, so there is no amplification by
 k rounds has spent k Gaussian releases, composed with the PLD accountant. σ is calibrated with the exact
 (numerical) Gaussian analysis for any ε — unlike the classical σ = Δ·√(2 ln(1.25/δ))/ε used by Flower's
 ``LocalDpMod``, which only holds for ε ≤ 1.
-
-Simulation shortcut: a node sums its users' noised uploads before replying, so instead of drawing n independent
-noise vectors and summing them, it draws one with variance n·σ² — the same distribution for the sum, which is all
-the server's aggregate depends on. Attacks that inspect single uploads draw that user's noise explicitly.
+The device side (clip, then noise) is :mod:`fedsim.privacy.device`.
 """
 
 from __future__ import annotations
@@ -50,14 +47,7 @@ class LocalDP(ClippedMechanism):
         return self.z * 2.0 * self.clipping_norm
 
     def round_config(self, server_round: int) -> dict[str, Any]:
-        return {"clipping-norm": self.clipping_norm, "local-noise-std": self.sigma()}
-
-    def noise_upload(self, item_sum, dense_sum, n_users, config, rng) -> None:
-        std = float(config["local-noise-std"]) * np.sqrt(n_users)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        item_sum += torch.randn(item_sum.shape, generator=generator, dtype=item_sum.dtype) * std
-        for value in dense_sum.values():
-            value += torch.randn(value.shape, generator=generator, dtype=value.dtype) * std
+        return {**super().round_config(server_round), "local-noise-std": self.sigma()}
 
     def mean_update(self, aggregate: Aggregate, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict]:
         n = max(aggregate.n_users, 1)

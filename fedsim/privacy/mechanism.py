@@ -8,24 +8,12 @@ sum of all uploads into the mean update that the strategy applies, adding centra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedsim.client.local_training import LocalResult
-
-
-@dataclass
-class Aggregate:
-    """The sum of all uploads of a round, as the server receives it."""
-
-    item_sum: torch.Tensor
-    dense_sum: dict[str, torch.Tensor]
-    total_weight: float
-    n_users: int
-    metrics: dict[str, float] = field(default_factory=dict)
+from fedsim.updates import Aggregate
 
 
 def default_delta(population: int) -> float:
@@ -42,32 +30,15 @@ class NoPrivacy:
     def __init__(self, user_weighting: str = "examples") -> None:
         self.user_weighting = user_weighting
 
-    # --- device side ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
+        """Build from the root config (``FedsimConfig``) for ``population`` eligible users (the registry's hook)."""
+        return cls(cfg.federation.user_weighting)
+
+    # --- what the devices do this round -------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
-        """Values the devices need this round (sent in the train message's config)."""
-        return {}
-
-    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
-        """FedAvg weights: the user's number of training interactions, or 1 per user."""
-        if self.user_weighting == "uniform":
-            return np.ones(len(n_positives))
-        return n_positives.astype(np.float64)
-
-    def privatize_on_device(
-        self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator
-    ) -> dict[str, float]:
-        """Clip/noise each user's update in ``result`` in place; return sums to report (e.g. clipped counts)."""
-        return {}
-
-    def noise_upload(
-        self,
-        item_sum: torch.Tensor,
-        dense_sum: dict[str, torch.Tensor],
-        n_users: int,
-        config: dict[str, Any],
-        rng: np.random.Generator,
-    ) -> None:
-        """Add on-device noise to a node's summed upload (local DP); identity otherwise."""
+        """Values the devices need this round (sent in the train message's config; see fedsim.privacy.device)."""
+        return {"user-weighting": self.user_weighting}
 
     # --- server side ---------------------------------------------------------------------------------------------
     def mean_update(self, aggregate: Aggregate, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict]:
@@ -123,11 +94,9 @@ class ClippedMechanism(NoPrivacy):
         self.max_epsilon = cfg.max_epsilon
         self.clipping_norm = float(cfg.clipping_norm)
 
-    def user_weights(self, n_samples: np.ndarray, n_positives: np.ndarray) -> np.ndarray:
-        return np.ones(len(n_positives))
+    @classmethod
+    def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
+        return cls(cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
 
-    def privatize_on_device(self, result: LocalResult, config: dict[str, Any], rng: np.random.Generator):
-        from fedsim.privacy.clipping import clip_updates_
-
-        norms, clipped = clip_updates_(result, float(config["clipping-norm"]))
-        return {"unclipped-count": float(np.sum(~clipped)), "norm-sum": float(norms.sum())}
+    def round_config(self, server_round: int) -> dict[str, Any]:
+        return {"user-weighting": "uniform", "clipping-norm": self.clipping_norm}

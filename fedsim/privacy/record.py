@@ -41,8 +41,19 @@ class RecordDP(NoPrivacy):
         self.z = z_eff * self.group
         self.participations = np.zeros(population, dtype=np.int64)
 
+    @classmethod
+    def from_config(cls, cfg: Any, population: int) -> RecordDP:
+        return cls(
+            cfg.privacy,
+            population,
+            cfg.federation.rounds,
+            cfg.client.epochs,
+            cfg.client.negatives,
+            cfg.federation.user_weighting,
+        )
+
     def round_config(self, server_round: int) -> dict[str, Any]:
-        return {"record-clip": self.clip, "record-noise": self.z}
+        return {**super().round_config(server_round), "record-clip": self.clip, "record-noise": self.z}
 
     def _epsilon(self, participations: int) -> float:
         return epsilon_of([(1.0, self.z_effective, participations * self.epochs)], self.delta)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.privacy.mechanism import Aggregate
+from fedsim.models.base import RankingModel
+from fedsim.updates import Aggregate
 
 
 def sum_uploads(uploads: list[tuple[int, dict[str, np.ndarray], dict[str, float]]]) -> Aggregate:
@@ -31,4 +32,14 @@ def sum_uploads(uploads: list[tuple[int, dict[str, np.ndarray], dict[str, float]
         total_weight=metrics.get("num-examples", 0.0),
         n_users=int(metrics.get("num-users", 0)),
         metrics=metrics,
+    )
+
+
+def empty_aggregate(model: RankingModel) -> Aggregate:
+    """The aggregate of a round in which nobody took part (Poisson sampling can draw an empty cohort)."""
+    return Aggregate(
+        item_sum=torch.zeros(model.n_items, model.item_width, dtype=torch.float64),
+        dense_sum={k: torch.zeros(s, dtype=torch.float64) for k, s in model.dense_shapes.items()},
+        total_weight=0.0,
+        n_users=0,
     )

@@ -1,53 +1,53 @@
-"""The Flower ServerApp: builds the loop from the config and runs it on the grid Flower gives it."""
+"""The ServerApp: one main, :func:`serve`, for ``fedsim`` (Ray or in-process) and for ``flwr run``.
+
+It builds the server's stateful pieces from the config — privacy mechanism (accountant), strategy, sampler, loop —
+and the run's :class:`~fedsim.session.Session` (measurements, audit, writers), runs the loop on the grid Flower
+gives it, and writes the run's files.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.client.device import get_runtime
 from fedsim.config import FedsimConfig
-from fedsim.privacy.mechanism import NoPrivacy
-from fedsim.server.callbacks import Callback
+from fedsim.privacy import build_mechanism
+from fedsim.runtime import get_runtime
 from fedsim.server.loop import FederatedLoop
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import build_strategy
+from fedsim.session import Session, load_resume
 
 
-def build_loop(
-    cfg: FedsimConfig,
-    callbacks: Callback,
-    mechanism: NoPrivacy,
-    device_dir: str | None = None,
-    resume: tuple[int, dict] | None = None,
-) -> FederatedLoop:
-    """The round loop; ``resume`` = (rounds already done, shared model) continues an earlier run."""
+def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run the federation described by ``cfg`` on ``grid``; write everything to ``run_dir``; return the summary."""
     rt = get_runtime(cfg)
-    sampler = UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed)
-    done, shared = resume if resume is not None else (0, None)
-    return FederatedLoop(
+    mechanism = build_mechanism(cfg, rt.population)
+    resume = load_resume(cfg, mechanism) if cfg.resume_from else None  # refused before anything is written
+    initial = resume["shared"] if resume else rt.model.init_shared(cfg.seed)
+    session = Session(rt, run_dir, mechanism, initial)
+    loop = FederatedLoop(
         rt,
         build_strategy(cfg.strategy, rt.n_nodes),
         mechanism,
-        sampler,
-        callbacks,
-        initial_shared=shared,
-        device_dir=device_dir,
-        first_round=done + 1,
+        UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed),
+        session.callbacks,
+        initial_shared=initial,
+        device_dir=str(Path(run_dir) / "devices"),
+        first_round=resume["done"] + 1 if resume else 1,
     )
+    if resume and "loop_state" in resume:
+        loop.load_state_dict(resume["loop_state"])
+    session.begin()
+    outcome = loop.run(grid)
+    return session.finish(outcome, loop.shared, loop.state_dict())
 
 
-def make_server_app(
-    cfg: FedsimConfig,
-    callbacks: Callback,
-    mechanism: NoPrivacy,
-    outcome: dict[str, Any],
-    device_dir: str | None = None,
-    resume: tuple[int, dict] | None = None,
-) -> ServerApp:
-    """A ServerApp closing over ``cfg`` and the driver-side ``callbacks``; ``outcome`` receives the loop's result.
+def make_server_app(cfg: FedsimConfig, run_dir: str | Path, outcome: dict[str, Any]) -> ServerApp:
+    """A ServerApp closing over ``cfg``; ``outcome["summary"]`` receives the run's summary.
 
     The ServerApp runs in a thread of the driver process, so the callbacks (TensorBoard writer, files, progress bar)
     are ordinary objects here — only the ClientApp is shipped to Ray workers.
@@ -58,8 +58,6 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         if hasattr(grid, "pull_interval"):
             grid.pull_interval = 0.01  # the in-memory grid's 0.1 s poll would dominate a fast round
-        loop = build_loop(cfg, callbacks, mechanism, device_dir, resume)
-        outcome["loop"] = loop
-        outcome.update(loop.run(grid))
+        outcome["summary"] = serve(grid, cfg, run_dir)
 
     return app

@@ -4,12 +4,18 @@ One round:
 
 1. ask the privacy mechanism whether one more release fits the budget;
 2. sample the round's users (:class:`~fedsim.server.sampling.UserSampler`);
-3. send each node that hosts sampled users one ``train`` message with the shared parameters and their ids;
+3. send each node that hosts sampled users one ``train`` message with the shared parameters, the mechanism's
+   instructions for the devices (``round_config``) and the users' ids;
 4. sum the node uploads (fixed order), let the mechanism form the mean update (clipping was done on the devices;
-   central noise is added here), and apply the strategy's server rule (:mod:`fedsim.server.strategy`);
+   central noise is added here), and apply the strategy's server rule (:mod:`fedsim.server.strategy`) to the
+   loop's model;
 5. every ``evaluation.every`` rounds and at the end, send ``evaluate`` to every node: each user is scored on its
    device with its private embedding;
-6. hand a :class:`~fedsim.server.callbacks.RoundReport` to the callbacks, which may stop the run.
+6. hand a :class:`~fedsim.callbacks.RoundReport` to the callbacks (measurements, audit, writers), which may stop the
+   run or roll the model *and the strategy's state* back to a checkpoint.
+
+The loop owns the model, the strategy's state and the participation counts; the mechanism owns the accountant. A
+rollback restores the first two; the accountant is never rolled back (a release that was made stays spent).
 """
 
 from __future__ import annotations
@@ -23,14 +29,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsim.client.device import Runtime
-from fedsim.ethics.attacks import membership_attack
-from fedsim.ethics.consent import HOLDOUT, OPTED_IN
+from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
-from fedsim.privacy.mechanism import Aggregate, NoPrivacy
-from fedsim.server.aggregation import sum_uploads
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.runtime import Runtime
+from fedsim.server.aggregation import empty_aggregate, sum_uploads
 from fedsim.server.sampling import UserSampler
+from fedsim.server.strategy import load_strategy_state, strategy_state, sync_current_model
 
 
 class FederatedLoop:
@@ -39,15 +44,21 @@ class FederatedLoop:
     Parameters
     ----------
     rt : Runtime
-        The server's view of the data (split, shards) and the model structure.
+        The server's view of the data (split, shards, roles) and the model structure.
     strategy : Strategy
         The Flower strategy whose server update rule is applied to the user-level mean update.
     mechanism : NoPrivacy
-        The privacy mechanism (the same class the devices build from the same config).
+        The privacy mechanism's server side (accountant, noise); the devices get its ``round_config``.
     sampler : UserSampler
         Draws each round's users.
     callbacks : Callback
-        Per-round hooks (writers, progress, budget, audit).
+        Per-round hooks (measurements, audit, writers).
+    initial_shared : dict, optional
+        The shared model to start from (default: the model's seeded initialisation).
+    device_dir : str, optional
+        Where nodes store their private embeddings at the end (the phones' storage stand-in).
+    first_round : int
+        1, or the round after the last completed one when resuming.
     """
 
     def __init__(
@@ -69,15 +80,31 @@ class FederatedLoop:
         self.callbacks = callbacks
         self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
         self.partition_of_node: dict[int, int] = {}
+        self.partition_of_user = rt.partition_of_user()
         self.participations = np.zeros(rt.split.n_users, dtype=np.int64)
-        self.partition_of_user = np.empty(rt.split.n_users, dtype=np.int64)
-        for partition, shard in enumerate(rt.shards):
-            self.partition_of_user[shard] = partition
-        self.membership_losses: dict[int, float] = {}
         self.stop_reason = ""
-        self.rounds_completed = 0
+        self.rounds_completed = first_round - 1
         self.device_dir = device_dir
         self.first_round = first_round
+
+    # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.rounds_completed,
+            "participations": self.participations.tolist(),
+            "strategy": strategy_state(self.strategy),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.participations = np.asarray(state["participations"], dtype=np.int64)
+        load_strategy_state(self.strategy, state.get("strategy", {}))
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {"shared": {k: v.copy() for k, v in self.shared.items()}, "strategy": strategy_state(self.strategy)}
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.shared = {k: v.copy() for k, v in checkpoint["shared"].items()}
+        load_strategy_state(self.strategy, checkpoint.get("strategy", {}))
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def run(self, grid: Grid) -> dict[str, Any]:
@@ -94,56 +121,65 @@ class FederatedLoop:
 
             # --- TRAINING (devices) ------------------------------------------------------------------------------
             users = self.sampler.sample(server_round)
-            metrics = self._train_round(grid, server_round, users)
+            metrics, upload_metrics = self._train_round(grid, server_round, users)
             self.participations[users] += 1
             metrics["time/round_s"] = time.perf_counter() - started
 
             # --- EVALUATION (devices) ----------------------------------------------------------------------------
-            evaluation = None
+            evaluation, extras = None, {}
             if server_round % self.cfg.evaluation.every == 0 or server_round == rounds:
                 t_eval = time.perf_counter()
-                evaluation = self._evaluate(grid, server_round)
+                evaluation, extras = self._evaluate(grid, server_round)
                 metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
-                metrics.update(self._risk_metrics())
                 metrics["time/eval_s"] = time.perf_counter() - t_eval
                 last_eval_round = server_round
             self.rounds_completed = server_round
 
             last_metrics = metrics
-            report = RoundReport(server_round, metrics, evaluation, self.shared, users)
-            decision = self.callbacks.on_round_end(report)
+            decision = self._report(server_round, metrics, evaluation, users, upload_metrics, extras)
             if decision is not None:
-                if decision.restore is not None:  # audit rollback/pause: the shared model goes back
-                    self.shared = {k: v.copy() for k, v in decision.restore.items()}
+                if decision.restore is not None:  # audit rollback/pause: model and strategy state go back
+                    self._restore(decision.restore)
                     last_eval_round = -1  # evaluate the restored model before the run ends
                 if decision.remediation == "more_noise":
                     self.mechanism.scale_noise(2.0)
                 if decision.stop:
                     self.stop_reason = decision.reason
                     break
-        if self.rounds_completed and last_eval_round != self.rounds_completed:
+        if self.rounds_completed >= self.first_round and last_eval_round != self.rounds_completed:
             # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
-            evaluation = self._evaluate(grid, self.rounds_completed)
+            evaluation, extras = self._evaluate(grid, self.rounds_completed)
             metrics = {k: v for k, v in last_metrics.items() if k.startswith(("privacy/", "risk/itemset"))}
             metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
-            metrics.update(self._risk_metrics())
-            self.callbacks.on_round_end(
-                RoundReport(self.rounds_completed, metrics, evaluation, self.shared, final_evaluation=True)
-            )
+            self._report(self.rounds_completed, metrics, evaluation, None, {}, extras, final=True)
         if self.device_dir:
-            self._send(
-                grid,
-                [
-                    Message(
-                        RecordDict({"config": ConfigRecord({"save-dir": self.device_dir})}),
-                        node,
-                        MessageType.QUERY,
-                        group_id="save-device-state",
-                    )
-                    for node in self.partition_of_node
-                ],
-            )
+            self._save_devices(grid)
         return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
+
+    def _report(
+        self,
+        server_round: int,
+        metrics: dict[str, float],
+        evaluation: UserMetrics | None,
+        users: np.ndarray | None,
+        upload_metrics: dict[str, float],
+        extras: dict[str, np.ndarray],
+        final: bool = False,
+    ) -> Decision | None:
+        report = RoundReport(
+            server_round,
+            metrics,
+            evaluation,
+            self.shared,
+            users,
+            final_evaluation=final,
+            strategy_state=strategy_state(self.strategy),
+            upload_metrics=upload_metrics,
+            device_extras=extras,
+            participations=self.participations,
+        )
+        decision = self.callbacks.on_round_end(report)
+        return decision if isinstance(decision, Decision) else None
 
     # --- steps ---------------------------------------------------------------------------------------------------
     def _discover(self, grid: Grid) -> None:
@@ -161,18 +197,19 @@ class FederatedLoop:
         for reply in self._send(grid, messages):
             self.partition_of_node[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
 
-    def _train_round(self, grid: Grid, server_round: int, users: np.ndarray) -> dict[str, float]:
+    def _train_round(
+        self, grid: Grid, server_round: int, users: np.ndarray
+    ) -> tuple[dict[str, float], dict[str, float]]:
         arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
         # The strategy configures the round (server-round, FedProx's proximal-mu, FedOpt's state); we keep its
         # messages but address them to the nodes that host sampled users, with those users' ids.
         messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
         base = dict(messages[0].content["config"]) if messages else {"server-round": server_round}
         base.update(self.mechanism.round_config(server_round))
-        partition_of_user = self.partition_of_user
         to_send = []
         for message in messages:
             partition = self.partition_of_node[message.metadata.dst_node_id]
-            mine = users[partition_of_user[users] == partition] if len(users) else users
+            mine = users[self.partition_of_user[users] == partition] if len(users) else users
             if len(mine) == 0:
                 continue
             message.content = RecordDict(
@@ -188,27 +225,23 @@ class FederatedLoop:
             )
             for r in replies
         ]
-        aggregate = sum_uploads(uploads) if uploads else self._empty_aggregate()
+        aggregate = sum_uploads(uploads) if uploads else empty_aggregate(self.rt.model)
         rng = np.random.default_rng([self.cfg.seed, server_round, 777])
         mean_update, metrics = self.mechanism.mean_update(aggregate, rng)
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
-        attacked = aggregate.metrics.get("attack-users", 0.0)
-        if attacked:  # the simulated curious server's item-set attack on single uploads
-            for key, tag in (("auc", "auc"), ("tpr1", "tpr_at_1pct_fpr"), ("precision", "precision")):
-                metrics[f"risk/itemset_{tag}"] = aggregate.metrics[f"attack-{key}-sum"] / attacked
         metrics.update(
             {
                 "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,
                 "train/users": float(len(users)),
-                "train/samples": aggregate.metrics.get("samples", 0.0),
+                "train/samples": aggregate.metrics.get("samples", float("nan")),
             }
         )
-        return metrics
+        return metrics, aggregate.metrics
 
     def _apply(self, server_round: int, mean_update: dict[str, torch.Tensor], reply: Message | None) -> dict:
-        """global + mean update, passed through the Flower strategy's server rule."""
+        """global + mean update, passed through the Flower strategy's server rule (stepping from the loop's model)."""
         items = self.rt.model.unpack_items(mean_update["__items__"])
         candidate = {}
         for name, value in self.shared.items():
@@ -222,12 +255,13 @@ class FederatedLoop:
                 "metrics": MetricRecord({"num-examples": 1.0}),
             }
         )
+        sync_current_model(self.strategy, self.shared)
         new_arrays, _ = self.strategy.aggregate_train(server_round, [reply])
         if new_arrays is None:
             raise RuntimeError(f"strategy {type(self.strategy).__name__} returned no model in round {server_round}")
         return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in new_arrays.items()}
 
-    def _evaluate(self, grid: Grid, server_round: int) -> UserMetrics:
+    def _evaluate(self, grid: Grid, server_round: int) -> tuple[UserMetrics, dict[str, np.ndarray]]:
         arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
         messages = [
             Message(
@@ -238,31 +272,39 @@ class FederatedLoop:
             )
             for node in self.partition_of_node
         ]
-        parts = []
+        parts, extras = [], {"mia-users": [], "mia-loss": []}
         for reply in self._send(grid, messages):
             record = reply.content["metrics"]
             users = np.asarray(record["user-ids"], dtype=np.int64)
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
             top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1 if len(users) else 0)
             parts.append(UserMetrics(users, values, top_k))
-            if "mia-users" in record:
-                self.membership_losses.update(zip(record["mia-users"], record["mia-loss"], strict=True))
-        return UserMetrics.concat(parts)
-
-    def _risk_metrics(self) -> dict[str, float]:
-        """Membership inference on the latest evaluation, and the ceiling any attack has under the accountant."""
-        out = {"risk/max_advantage_bound": self.mechanism.max_advantage_bound()}
-        if self.membership_losses:
-            users = np.array(sorted(self.membership_losses))
-            losses = np.array([self.membership_losses[u] for u in users])
-            roles = self.rt.roles[users]
-            members = (roles == OPTED_IN) & (self.participations[users] > 0)
-            nonmembers = roles == HOLDOUT
-            if members.any() and nonmembers.any():
-                out.update(membership_attack(losses[members], losses[nonmembers]))
-        return out
+            for key in extras:
+                extras[key].extend(record.get(key, []))
+        device_extras = {}
+        if extras["mia-users"]:
+            device_extras = {
+                "mia-users": np.asarray(extras["mia-users"], dtype=np.int64),
+                "mia-loss": np.asarray(extras["mia-loss"], dtype=np.float64),
+            }
+        return UserMetrics.concat(parts), device_extras
 
     # --- helpers -------------------------------------------------------------------------------------------------
+    def _save_devices(self, grid: Grid) -> None:
+        """Ask every node to store its users' private embeddings on its own disk (read by ``fedsim-explain``)."""
+        self._send(
+            grid,
+            [
+                Message(
+                    RecordDict({"config": ConfigRecord({"save-dir": self.device_dir or ""})}),
+                    node,
+                    MessageType.QUERY,
+                    group_id="save-device-state",
+                )
+                for node in self.partition_of_node
+            ],
+        )
+
     def _send(self, grid: Grid, messages: list[Message]) -> list[Message]:
         if not messages:
             return []
@@ -276,12 +318,3 @@ class FederatedLoop:
                 f"federation.timeout_s={self.cfg.federation.timeout_s}"
             )
         return replies
-
-    def _empty_aggregate(self) -> Aggregate:
-        model = self.rt.model
-        return Aggregate(
-            item_sum=torch.zeros(model.n_items, model.item_width, dtype=torch.float64),
-            dense_sum={k: torch.zeros(s, dtype=torch.float64) for k, s in model.dense_shapes.items()},
-            total_weight=0.0,
-            n_users=0,
-        )

@@ -6,7 +6,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.callbacks import Callback, RoundReport
 
 LABELS = {
     "train/loss": "loss",

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.callbacks import Callback, RoundReport
 
 SELECTION_METRIC = "val/hr@{k}"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from fedsim.server.callbacks import Callback, RoundReport
+from fedsim.callbacks import Callback, RoundReport
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -4,7 +4,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedsim.client.app import STATE_KEY, make_client_app
-from fedsim.client.device import get_runtime
+from fedsim.runtime import get_runtime
 
 
 def _context(partition: int, n: int) -> Context:

@@ -6,7 +6,7 @@ from fedsim.config import AuditRule
 from fedsim.ethics.audit import AuditCallback, check_rule
 from fedsim.privacy import build_mechanism
 from fedsim.server.app import build_loop
-from fedsim.server.callbacks import Callback, CallbackList, RoundReport
+from fedsim.callbacks import Callback, CallbackList, RoundReport
 from fedsim.simulation import InProcessGrid
 
 
@@ -56,7 +56,7 @@ def test_a_rollback_restores_the_checkpointed_model_in_a_real_run(tmp_path):
     cfg = tiny_config()
     cfg.federation.rounds = 4
     gate = _Gate()
-    from fedsim.client.device import get_runtime
+    from fedsim.runtime import get_runtime
 
     rt = get_runtime(cfg)
     audit = AuditCallback(

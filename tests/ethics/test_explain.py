@@ -1,8 +1,8 @@
 from conftest import tiny_config
 
-from fedsim.client.device import get_runtime
+from fedsim.runtime import get_runtime
 from fedsim.config import ConsentConfig
-from fedsim.ethics.consent import OPTED_IN, OPTED_OUT
+from fedsim.data.roles import OPTED_IN, OPTED_OUT
 from fedsim.ethics.explain import explain_user, load_device_embeddings
 from fedsim.ethics.explain_cli import main
 from fedsim.run import run

@@ -5,7 +5,7 @@ import pytest
 from conftest import tiny_config
 
 from fedsim.ethics.exposure import exposure_metrics, gini, short_head
-from fedsim.ethics.fairness import activity_groups, bootstrap_ci, fairness_gaps
+from fedsim.ethics.fairness import activity_groups, bootstrap_ci, fairness_gaps, fairness_report
 from fedsim.run import run
 
 
@@ -14,10 +14,18 @@ def test_gaps_on_hand_computed_groups():
     hr = np.array([1, 1, 1, 0, 0, 0], dtype=float)  # a: 1.0, b: 0.25
     recall = np.array([1, 0, 0, 0, 0, 0], dtype=float)  # a: 0.5, b: 0
     ndcg = np.array([0.5, 0.5, 0.2, 0.2, 0.0, 0.0])  # a: 0.5, b: 0.1
-    gaps = fairness_gaps(hr, recall, ndcg, groups)
+    gaps = fairness_gaps(hr, recall, ndcg, groups, min_group_size=1)
     assert gaps["di_ratio_hr"] == pytest.approx(0.25)
     assert gaps["eod_recall"] == pytest.approx(0.5)
     assert gaps["ugf_gap_ndcg"] == pytest.approx(0.4)
+    assert gaps["groups"] == gaps["groups_in_gap"] == 2
+    # at the default (20 users) neither group counts: no gap at all rather than one between two noisy means
+    by_default = fairness_gaps(hr, recall, ndcg, groups)
+    assert np.isnan(by_default["di_ratio_hr"]) and by_default["groups_in_gap"] == 0
+    assert fairness_gaps(hr, recall, ndcg, groups, min_group_size=3)["groups_in_gap"] == 0  # a (2 users) is out
+    scalars, tables = fairness_report({"test_hr": hr, "test_recall_full": recall, "test_ndcg": ndcg}, {"g": groups})
+    assert scalars == {"fair/g/groups_in_gap": 0.0}
+    assert tables["g"]["test_hr"]["b"].size == 4 and not tables["g"]["test_hr"]["b"].in_gaps
 
 
 def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
@@ -53,10 +61,13 @@ def test_every_fairness_number_can_be_recomputed_from_per_user_csv(tmp_path):
     hr = np.array([float(r["test_hr"]) for r in rows])
     recall = np.array([float(r["test_recall_full"]) for r in rows])
     ndcg = np.array([float(r["test_ndcg"]) for r in rows])
-    gaps = fairness_gaps(hr, recall, ndcg, groups)
+    gaps = fairness_gaps(hr, recall, ndcg, groups)  # the run uses the default min_group_size too
     final = summary["final"]
-    assert final["fair/group/di_ratio_hr"] == pytest.approx(gaps["di_ratio_hr"], abs=1e-5)
-    assert final["fair/group/eod_recall"] == pytest.approx(gaps["eod_recall"], abs=1e-5)
-    assert final["fair/group/ugf_gap_ndcg"] == pytest.approx(gaps["ugf_gap_ndcg"], abs=1e-5)
+    assert final["fair/group/groups_in_gap"] == gaps["groups_in_gap"]
+    for gap in ("di_ratio_hr", "eod_recall", "ugf_gap_ndcg"):
+        if np.isnan(gaps[gap]):
+            assert f"fair/group/{gap}" not in final
+        else:
+            assert final[f"fair/group/{gap}"] == pytest.approx(gaps[gap], abs=1e-5)
     assert final["test/hr@10"] == pytest.approx(hr.mean(), abs=1e-6)
     assert (tmp_path / "report.md").read_text().count("## ") >= 7

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from fedsim.client.local_training import LocalTrainingParams, train_users
+from fedsim.training.local import LocalTrainingParams, train_users
 from fedsim.config import ModelConfig, PrivacyConfig
 from fedsim.data.negatives import draw_user_samples
 from fedsim.data.protocol import leave_one_out
@@ -13,7 +13,7 @@ from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
 from fedsim.privacy.central import CentralDP
 from fedsim.privacy.local import LocalDP
-from fedsim.privacy.mechanism import Aggregate
+from fedsim.updates import Aggregate
 from fedsim.run import run
 
 

@@ -16,16 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.client.local_training import (
-    LocalResult,
-    LocalTrainingParams,
-    UpdateChunk,
-    loss_per_sample,
-    pack_streams,
-    plan_chunks,
-)
 from fedsim.data.negatives import UserSamples
 from fedsim.models.base import RankingModel
+from fedsim.training.local import LocalTrainingParams, loss_per_sample, pack_streams, plan_chunks
+from fedsim.updates import LocalResult, UpdateChunk
 
 
 def train_users_dpsgd(

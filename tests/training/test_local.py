@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.client.local_training import LocalTrainingParams, plan_chunks, train_users
+from fedsim.training.local import LocalTrainingParams, plan_chunks, train_users
 from fedsim.config import ModelConfig
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.protocol import leave_one_out

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from fedsim.client.device import get_runtime
+from fedsim.runtime import get_runtime
 from fedsim.config import AttackConfig, ConsentConfig
-from fedsim.ethics.consent import HOLDOUT, OPTED_IN, OPTED_OUT, assign_roles
+from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT, assign_roles
 from fedsim.run import run
 
 

@@ -5,14 +5,14 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from fedsim.client.local_training import LocalTrainingParams, train_users
+from fedsim.training.local import LocalTrainingParams, train_users
 from fedsim.config import ConfigError, ModelConfig, PrivacyConfig, validate
 from fedsim.data.negatives import draw_user_samples
 from fedsim.data.protocol import leave_one_out
 from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
 from fedsim.privacy.accountant import epsilon_of
-from fedsim.privacy.dpsgd import train_users_dpsgd
+from fedsim.training.dpsgd import train_users_dpsgd
 from fedsim.privacy.record import RecordDP
 from fedsim.run import run
 

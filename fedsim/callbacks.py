@@ -25,6 +25,12 @@ class RoundReport:
     shared: dict[str, np.ndarray] = field(default_factory=dict)
     participants: np.ndarray | None = None
     final_evaluation: bool = False  # the extra evaluation of the kept model after an early stop or restore
+    strategy_state: dict[str, Any] = field(default_factory=dict)  # the server optimiser's state (rolled back with
+    # the model)
+    upload_metrics: dict[str, float] = field(default_factory=dict)  # summed device metrics of the round's uploads
+    device_extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-user values the devices reported at
+    # evaluation (the simulated membership attacker's losses)
+    participations: np.ndarray | None = None  # rounds each user has taken part in so far
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Decision:
 
     stop: bool = False
     reason: str = ""
-    restore: dict[str, np.ndarray] | None = None
+    restore: dict[str, Any] | None = None  # {"shared": model arrays, "strategy": the strategy's state}
     restored_round: int | None = None
     remediation: str = "none"
 

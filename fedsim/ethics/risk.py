@@ -1,0 +1,99 @@
+"""The attack simulation as one unit: what the simulated attacker does on the devices' side, and the server-side
+callback that turns it into ``risk/*`` metrics.
+
+* **Item-set attack** (curious server): on a few users' individual uploads per node and round, exactly as the server
+  would see them (clipped, and with that user's own local-DP noise when local DP is on) — :func:`attack_uploads`.
+* **Membership inference**: at each evaluation the devices of opted-in and held-out users report the attacker's loss
+  (a fresh embedding fitted with the shared model frozen) — :func:`membership_losses`; members are users who took
+  part at least once.
+* :class:`RiskMonitor` aggregates both into ``risk/*`` scalars next to the accountant's ceiling.
+
+The math (AUC, advantage, intervals) is in :mod:`fedsim.ethics.attacks`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsim.callbacks import Callback, RoundReport
+from fedsim.data.roles import HOLDOUT, OPTED_IN
+from fedsim.ethics.attacks import item_set_attack, membership_attack
+from fedsim.runtime import Runtime
+from fedsim.training.local import train_users
+from fedsim.updates import LocalResult
+
+ITEMSET_KEYS = (("auc", "auc"), ("tpr1", "tpr_at_1pct_fpr"), ("precision", "precision"))
+
+
+def attack_uploads(
+    rt: Runtime, result: LocalResult, users: np.ndarray, config: dict[str, Any], rng: np.random.Generator
+) -> dict[str, float]:
+    """The curious server's item-set attack on a few users' individual uploads, as the server would see them."""
+    n = min(rt.cfg.attack.users_per_round, len(users))
+    if not rt.cfg.attack.item_set or n == 0:
+        return {}
+    chosen = np.sort(rng.choice(len(users), size=n, replace=False))
+    norms = result.item_row_norms(rt.split.n_items)[torch.as_tensor(chosen)]
+    sigma = float(config.get("local-noise-std", 0.0))
+    if sigma > 0:  # local DP: the server sees every row of the upload with noise added on the device
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        rows = torch.zeros(n, rt.split.n_items, rt.model.item_width)
+        rows[..., 0] = norms  # a row's norm is rotation invariant: put it on one axis, then add isotropic noise
+        rows += torch.randn(rows.shape, generator=generator) * sigma
+        norms = rows.norm(dim=2)
+    return item_set_attack(norms.numpy(), [rt.split.train_items_of(int(users[i])) for i in chosen])
+
+
+def membership_losses(rt: Runtime, users: np.ndarray, shared: dict[str, np.ndarray]) -> np.ndarray:
+    """The attacker's loss for each user: fit a fresh embedding on the user's data with the shared model frozen."""
+    if len(users) == 0:
+        return np.zeros(0)
+    fit_round = 0  # a fixed stream: the attacker's samples do not change with the evaluation round
+    samples = [rt.samples(int(u), fit_round, epochs=rt.cfg.attack.fit_epochs, mitigate=False) for u in users]
+    start = rt.model.init_private(users + rt.split.n_users, rt.cfg.seed)  # not the device's own initialisation
+    fitted = train_users(rt.model, shared, start, samples, rt.training_params(train_shared=False))
+    return fitted.loss
+
+
+def membership_candidates(rt: Runtime, users: np.ndarray) -> np.ndarray:
+    """The users of a shard the membership attacker scores: opted in or held out, with training data."""
+    roles = rt.roles[users]
+    candidates = users[(roles == OPTED_IN) | (roles == HOLDOUT)]
+    return candidates[rt.split.n_train()[candidates] > 0]
+
+
+class RiskMonitor(Callback):
+    """``risk/*`` scalars: the item-set attack of the round's uploads, membership inference at each evaluation, and
+    the accountant's ceiling (``max_advantage_bound``: a callable returning the mechanism's current bound)."""
+
+    def __init__(self, rt: Runtime, max_advantage_bound: Any) -> None:
+        self.rt = rt
+        self.max_advantage_bound = max_advantage_bound
+        self.membership_loss: dict[int, float] = {}
+        self.latest: dict[str, float] = {}
+
+    def on_round_end(self, report: RoundReport) -> None:
+        uploads = report.upload_metrics
+        attacked = uploads.get("attack-users", 0.0)
+        if attacked:
+            for key, tag in ITEMSET_KEYS:
+                report.metrics[f"risk/itemset_{tag}"] = uploads[f"attack-{key}-sum"] / attacked
+        if report.evaluation is None:
+            return None
+        extras = report.device_extras
+        if "mia-users" in extras:
+            self.membership_loss.update(zip(extras["mia-users"].tolist(), extras["mia-loss"].tolist(), strict=True))
+        out = {"risk/max_advantage_bound": float(self.max_advantage_bound())}
+        if self.membership_loss and report.participations is not None:
+            users = np.array(sorted(self.membership_loss))
+            losses = np.array([self.membership_loss[u] for u in users])
+            roles = self.rt.roles[users]
+            members = (roles == OPTED_IN) & (report.participations[users] > 0)
+            nonmembers = roles == HOLDOUT
+            if members.any() and nonmembers.any():
+                out.update(membership_attack(losses[members], losses[nonmembers]))
+        report.metrics.update(out)
+        return None

@@ -1,0 +1,50 @@
+"""The names fedsim accepts for each pluggable kind, and where each implementation lives.
+
+One registry per kind — dataset, model, strategy, privacy mechanism — mapping a config name to ``"module:attribute"``.
+Validation (:mod:`fedsim.config`) reads the names from here, and the builders import the attribute lazily, so this
+module imports nothing and every package may read it. Adding a dataset, model or mechanism touches three files: its
+implementation module, its line here, and its ``conf/<group>/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+REGISTRIES: dict[str, dict[str, str]] = {
+    "dataset": {
+        "synthetic": "fedsim.data.synthetic:synthetic_from_config",
+        "ml-100k": "fedsim.data.movielens:ml100k_from_config",
+        "ml-1m": "fedsim.data.movielens:ml1m_from_config",
+    },
+    "model": {
+        "mf": "fedsim.models.mf:MatrixFactorization",
+        "neumf": "fedsim.models.neumf:NeuMF",
+    },
+    "strategy": {
+        "fedavg": "fedsim.server.strategy:_fedavg",
+        "fedprox": "fedsim.server.strategy:_fedprox",
+        "fedavgm": "fedsim.server.strategy:_fedavgm",
+        "fedadam": "fedsim.server.strategy:_fedadam",
+    },
+    "mechanism": {
+        "none": "fedsim.privacy.mechanism:NoPrivacy",
+        "central": "fedsim.privacy.central:CentralDP",
+        "local": "fedsim.privacy.local:LocalDP",
+        "record": "fedsim.privacy.record:RecordDP",
+    },
+}
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """The names allowed for ``kind`` (in registration order)."""
+    return tuple(REGISTRIES[kind])
+
+
+def resolve(kind: str, name: str) -> Any:
+    """The implementation registered as ``name`` for ``kind``; ValueError naming the allowed names otherwise."""
+    registry = REGISTRIES[kind]
+    if name not in registry:
+        raise ValueError(f"{kind} {name!r} is not allowed; choose one of: {', '.join(registry)}")
+    module, attribute = registry[name].split(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -1,0 +1,125 @@
+"""The simulated world of one run: data, split, model structure, user shards and roles — built once per process.
+
+Client, server, ethics and the centralized baseline all read the same :class:`Runtime`, so none of them has to import
+another to know who the users are. It holds no privacy mechanism and no training state: the server owns the
+stateful pieces (strategy, accountant, loop), the devices own their private embeddings (``context.state``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsim.config import FedsimConfig
+from fedsim.data import Interactions, Split, load_split
+from fedsim.data.negatives import UserSamples, draw_user_samples
+from fedsim.data.roles import OPTED_IN, assign_roles
+from fedsim.data.sharding import number_of_nodes, shard_users
+from fedsim.metrics.baselines import popularity_scores
+from fedsim.models import RankingModel, build_model
+from fedsim.training.local import LocalTrainingParams
+
+AUTO_NODES = 4
+
+
+@dataclass
+class Runtime:
+    """Everything a process needs to play devices or serve them: data, split, model, shards, roles."""
+
+    cfg: FedsimConfig
+    data: Interactions
+    split: Split
+    model: RankingModel
+    shards: list[np.ndarray]
+    roles: np.ndarray
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.shards)
+
+    @property
+    def eligible(self) -> np.ndarray:
+        """Users who may be sampled to train: opted in, not held out, with training data."""
+        return np.flatnonzero((self.roles == OPTED_IN) & (self.split.n_train() > 0))
+
+    @property
+    def population(self) -> int:
+        """N of the privacy accountant: the number of users who may be sampled."""
+        return len(self.eligible)
+
+    def partition_of_user(self) -> np.ndarray:
+        """The node partition hosting each user."""
+        out = np.empty(self.split.n_users, dtype=np.int64)
+        for partition, shard in enumerate(self.shards):
+            out[shard] = partition
+        return out
+
+    def training_params(self, proximal_mu: float = 0.0, train_shared: bool = True) -> LocalTrainingParams:
+        c = self.cfg.client
+        return LocalTrainingParams(
+            batch_size=c.batch_size,
+            lr=c.lr,
+            optimizer=c.optimizer,
+            loss=self.cfg.model.loss,
+            l2=c.l2,
+            proximal_mu=proximal_mu,
+            max_rows_per_chunk=c.max_rows_per_chunk,
+            train_shared=train_shared,
+        )
+
+    def samples(self, user: int, server_round: int, epochs: int | None = None, mitigate: bool = True) -> UserSamples:
+        """User ``user``'s training stream of ``server_round`` (item-set mitigation unless ``mitigate=False``)."""
+        cfg, attack = self.cfg, self.cfg.attack
+        return draw_user_samples(
+            self.split,
+            int(user),
+            server_round,
+            cfg.seed,
+            cfg.client.negatives,
+            cfg.client.epochs if epochs is None else epochs,
+            cfg.model.loss,
+            fake_ratio=attack.fake_ratio if mitigate and attack.mitigation == "fake_items" else 0.0,
+            dense=mitigate and attack.mitigation == "dense",
+        )
+
+    def fallback_scores(self, users: np.ndarray, shared: dict[str, np.ndarray]) -> torch.Tensor:
+        """The non-personalised ranking served to users who opted out (``consent.fallback``)."""
+        if self.cfg.consent.fallback == "shared_model":
+            no_embedding = torch.zeros(len(users), self.model.private_dim)
+            return self.model.score_all(no_embedding, shared)
+        opted_in = np.flatnonzero(self.roles == OPTED_IN)
+        return popularity_scores(self.split, users, self.split.item_popularity(opted_in)).float()
+
+
+def nodes_for(cfg: FedsimConfig, n_users: int) -> int:
+    """Number of virtual nodes: ``users_per_node`` users each, or (auto, 0) a fixed 4 shards.
+
+    Auto is a constant rather than "one per core" so a config gives the same shards on every machine; 4 keeps the
+    two Ray workers of a 2-core machine busy with balanced shards while paying only 4 messages per round.
+    """
+    if cfg.federation.users_per_node > 0:
+        return number_of_nodes(n_users, cfg.federation.users_per_node)
+    return min(n_users, AUTO_NODES)
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+
+
+def _build_runtime(cfg: FedsimConfig) -> Runtime:
+    data, split = load_split(cfg.dataset, cfg.seed, cfg.evaluation.n_negatives)
+    model = build_model(cfg.model, data.n_items)
+    shards = shard_users(split.n_train(), nodes_for(cfg, data.n_users))
+    roles = assign_roles(data.n_users, data.user_attributes, cfg.consent, cfg.attack, cfg.seed)
+    return Runtime(cfg, data, split, model, shards, roles)
+
+
+def get_runtime(cfg: FedsimConfig) -> Runtime:
+    """The per-process runtime for ``cfg`` (memoised: Ray workers build it on their first message)."""
+    key = repr(cfg)
+    if key not in _RUNTIMES:
+        if len(_RUNTIMES) >= 2:
+            _RUNTIMES.pop(next(iter(_RUNTIMES)))
+        _RUNTIMES[key] = _build_runtime(cfg)
+    return _RUNTIMES[key]

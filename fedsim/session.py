@@ -1,0 +1,256 @@
+"""One run's bookkeeping, the same for every way of running: what is measured, written and reported.
+
+A :class:`Session` is built by whoever drives the training — the ServerApp's main (``fedsim`` with Ray or in-process,
+and ``flwr run``) or the centralized baseline — so each path gets the same callbacks (ethics measurements, risk,
+audit, metrics.jsonl, TensorBoard, progress), the same ``summary.json``, ``per_user.csv``, ``audit.json`` and
+``report.md``, and the same saved state (model, strategy, accountant, loop).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsim.callbacks import Callback, CallbackList
+from fedsim.config import ConfigError, FedsimConfig, as_dict
+from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT
+from fedsim.ethics.attacks import reidentification_risk
+from fedsim.ethics.audit import AuditCallback
+from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
+from fedsim.ethics.monitor import EthicsMonitor
+from fedsim.ethics.risk import RiskMonitor
+from fedsim.metrics.baselines import item_pop
+from fedsim.metrics.evaluate import metric_tags
+from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.report.run_report import render
+from fedsim.runtime import Runtime
+from fedsim.tracking.progress import ProgressBar
+from fedsim.tracking.recorder import RunRecorder, write_json
+from fedsim.tracking.tensorboard import TensorBoardCallback
+
+HPARAM_KEYS = (
+    "mode",
+    "seed",
+    "dataset.name",
+    "model.name",
+    "model.dim",
+    "model.loss",
+    "client.lr",
+    "client.optimizer",
+    "client.epochs",
+    "client.negatives",
+    "federation.rounds",
+    "federation.participation",
+    "federation.sampling",
+    "strategy.name",
+    "privacy.mechanism",
+    "privacy.noise_multiplier",
+    "privacy.target_epsilon",
+    "privacy.clipping_norm",
+)
+
+CENTRALIZED_THREAT_MODEL = {
+    "mechanism": "none",
+    "guarantee": "centralized training on pooled data: no federation, no DP",
+}
+
+
+def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
+    k, n = cfg.evaluation.k, cfg.evaluation.n_negatives
+    return {
+        "feedback": "implicit: every interaction is a positive",
+        "split": "leave-one-out by time per user: latest = test, second latest = validation (ties by item id)",
+        "sampled": f"HR@{k}/NDCG@{k} rank the held-out item among it + {n} never-seen items drawn once per user "
+        f"(seed {cfg.seed})",
+        "full": f"Recall@{k}/NDCG@{k}_full rank it among all items not in the user's training set",
+        "ties": "counted against the held-out item",
+        "selection": f"best round = highest mean validation HR@{k} (sampled); test reported at that round",
+        "where": "each user is evaluated on its own device with its private embedding"
+        if cfg.mode == "federated"
+        else "centralized model, same split",
+        "short": f"LOO by time, {n} sampled negatives (HR/NDCG@{k}) + full ranking (Recall/NDCG@{k}_full), test split",
+    }
+
+
+def _data_audit(rt: Runtime) -> dict[str, float]:
+    """Re-identification risk of the training data of the users who take part (opted in)."""
+    users = np.flatnonzero(rt.roles == OPTED_IN)
+    return reidentification_risk(
+        [rt.split.train_items_of(int(u)) for u in users], rt.split.n_items, list(rt.cfg.attack.reid_sizes), rt.cfg.seed
+    )
+
+
+class Session:
+    """The callbacks and files of one run over ``rt`` whose privacy mechanism (server side) is ``mechanism``."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        run_dir: str | Path,
+        mechanism: NoPrivacy,
+        initial_shared: dict[str, np.ndarray],
+    ) -> None:
+        cfg = rt.cfg
+        self.rt, self.cfg, self.mechanism = rt, cfg, mechanism
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.federated = cfg.mode == "federated"
+        self.monitor = EthicsMonitor(rt, self.run_dir, cfg.seed)
+        self.audit = AuditCallback(dict(cfg.audit.rules), self.run_dir, initial_shared) if cfg.audit.enabled else None
+        self.recorder = RunRecorder(self.run_dir, cfg.evaluation.k)
+        measurements: list[Callback] = [self.monitor]
+        if self.federated:
+            measurements.append(RiskMonitor(rt, mechanism.max_advantage_bound))
+        writers: list[Callback] = [
+            self.recorder,
+            TensorBoardCallback(self.run_dir, HPARAM_KEYS),
+            ProgressBar(cfg.federation.rounds, enabled=cfg.progress, desc=f"{cfg.mode} rounds"),
+        ]
+        # measurements first (they add metrics), then the audit (it gates on them), then the writers
+        self.callbacks = CallbackList([*measurements, *([self.audit] if self.audit else []), *writers])
+
+    def describe(self) -> dict[str, Any]:
+        rt, cfg = self.rt, self.cfg
+        k = cfg.evaluation.k
+        served = rt.split.evaluated_users
+        if self.federated:  # the users the federation evaluates: everyone but the membership-attack hold-out
+            served = served[rt.roles[served] != HOLDOUT]
+        return {
+            "name": cfg.name,
+            "run_dir": str(self.run_dir),
+            "config": as_dict(cfg),
+            "data": {
+                "source": rt.data.source,
+                "users": rt.data.n_users,
+                "items": rt.data.n_items,
+                "interactions": rt.data.n_interactions,
+                "evaluated_users": int(len(rt.split.evaluated_users)),
+                "nodes": rt.n_nodes,
+            },
+            "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
+            "data_audit": _data_audit(rt),
+            "protocol": describe_protocol(cfg),
+            "threat_model": self.mechanism.threat_model() if self.federated else CENTRALIZED_THREAT_MODEL,
+            "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served).mean(), k)},
+            "evaluation_k": k,
+        }
+
+    def begin(self) -> None:
+        self.callbacks.on_run_begin(self.describe())
+
+    def finish(
+        self,
+        outcome: dict[str, Any],
+        final_model: dict[str, np.ndarray] | None,
+        loop_state: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write the model and the state needed to resume, the summary and the report; return the summary."""
+        run_dir = self.run_dir
+        if final_model is not None:
+            np.savez(run_dir / "model.npz", **final_model)
+        if self.federated:
+            write_json(run_dir / "privacy_state.json", self.mechanism.state_dict())
+        if loop_state is not None:
+            np.savez(run_dir / "strategy_state.npz", **flatten_state(loop_state["strategy"]))
+            write_json(run_dir / "loop_state.json", {k: v for k, v in loop_state.items() if k != "strategy"})
+        audit = self.audit
+        summary = self.recorder.summary(
+            {
+                "stop_reason": outcome.get("stop_reason", ""),
+                "rounds_completed": outcome.get("rounds_completed", 0),
+                "fairness": {
+                    g: {m: {grp: vars(st) for grp, st in t.items()} for m, t in ms.items()}
+                    for g, ms in self.monitor.latest_tables.items()
+                },
+                "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
+            }
+        )
+        self.callbacks.on_run_end(summary)
+        explanations = self._explain_examples(final_model) if self.federated else []
+        audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
+        (run_dir / "report.md").write_text(render(summary, self.monitor.latest_tables, audit_payload, explanations))
+        return summary
+
+    def _explain_examples(self, shared: dict[str, np.ndarray] | None) -> list[str]:
+        rt, n_users = self.rt, self.cfg.audit.explain_users
+        if shared is None or n_users <= 0:
+            return []
+        embeddings = load_device_embeddings(self.run_dir)
+        rng = np.random.default_rng([rt.cfg.seed, 61])
+        served = np.flatnonzero((rt.roles != HOLDOUT) & (rt.split.test_item >= 0))
+        picks = list(rng.choice(served, size=min(n_users, len(served)), replace=False))
+        opted_out = np.flatnonzero(rt.roles == OPTED_OUT)
+        if len(opted_out) and not any(rt.roles[u] == OPTED_OUT for u in picks):
+            picks[-1] = int(opted_out[0])
+        return [
+            format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
+            for u in picks
+        ]
+
+
+RESUME_MUST_MATCH = ("seed", "dataset", "model", "privacy.mechanism", "federation.users_per_node", "attack", "consent")
+
+
+def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[str, Any]:
+    """What the run in ``resume_from`` left to continue from: rounds done, shared model, loop and strategy state.
+
+    Loads its privacy state into ``mechanism`` when given. Devices reload their own private embeddings from that
+    run's ``devices/`` (see :mod:`fedsim.client.app`). Raises :class:`ConfigError` (one line) when it cannot resume.
+    """
+    old = Path(cfg.resume_from or "")
+    needed = ("summary.json", "model.npz", "privacy_state.json")
+    if cfg.mode != "federated":
+        raise ConfigError("resume_from continues a federated run; mode=centralized cannot resume")
+    if not all((old / name).is_file() for name in needed):
+        raise ConfigError(f"resume_from={old}: not a finished federated fedsim run (needs {', '.join(needed)})")
+    summary = json.loads((old / "summary.json").read_text())
+    previous, current = summary["config"], as_dict(cfg)
+    for dotted in RESUME_MUST_MATCH:
+        a, b = previous, current
+        for part in dotted.split("."):
+            a, b = a.get(part), b.get(part)
+        if a != b:
+            raise ConfigError(f"resume_from: {dotted} differs from the earlier run ({a!r} there, {b!r} here)")
+    done = int(summary["rounds_completed"])
+    if done >= cfg.federation.rounds:
+        raise ConfigError(
+            f"resume_from: the earlier run already completed {done} rounds; set federation.rounds above {done}"
+        )
+    state = json.loads((old / "privacy_state.json").read_text())
+    if mechanism is not None:
+        mechanism.load_state_dict(state)
+    with np.load(old / "model.npz") as data:
+        shared = {name: data[name] for name in data.files}
+    resume: dict[str, Any] = {"done": done, "shared": shared}
+    if (old / "loop_state.json").is_file() and (old / "strategy_state.npz").is_file():
+        with np.load(old / "strategy_state.npz") as data:
+            strategy = unflatten_state({name: data[name] for name in data.files})
+        resume["loop_state"] = {**json.loads((old / "loop_state.json").read_text()), "strategy": strategy}
+    return resume
+
+
+def flatten_state(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``strategy_state`` as flat arrays for an ``.npz`` file (``momentum_vector`` is a list, moments are dicts)."""
+    flat: dict[str, np.ndarray] = {}
+    for name, value in state.items():
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, array in items:
+            flat[f"{name}/{'list' if not isinstance(value, dict) else 'dict'}/{key}"] = np.asarray(array)
+    return flat
+
+
+def unflatten_state(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for key, array in flat.items():
+        name, kind, index = key.split("/", 2)
+        if kind == "list":
+            state.setdefault(name, {})[int(index)] = array
+        else:
+            state.setdefault(name, {})[index] = array
+    for key in list(state):
+        if key == "momentum_vector":
+            state[key] = [state[key][i] for i in sorted(state[key])]
+    return state
