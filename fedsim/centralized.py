@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fedsim.callbacks import Callback, RoundReport
 from fedsim.data.negatives import draw_user_samples
 from fedsim.metrics.evaluate import evaluate_scores, metric_tags
 from fedsim.runtime import Runtime
+from fedsim.training.local import sample_objective
 
 
 def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
@@ -46,14 +46,11 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
             dense = {k: shared[k].unsqueeze(0) for k in model.dense_shapes}
             u_rows = private[user[sl]]
             first_rows = items[first[sl]].unsqueeze(1)
-            score = model.score(u_rows, first_rows, dense).squeeze(1)
-            if cfg.model.loss == "bpr":
-                neg = model.score(u_rows, items[second[sl]].unsqueeze(1), dense).squeeze(1)
-                loss = -F.logsigmoid(score - neg).mean()
-            else:
-                loss = F.binary_cross_entropy_with_logits(score, label[sl].float())
-            if c.l2 > 0:
-                loss = loss + c.l2 * (u_rows.pow(2).sum(1) + first_rows.squeeze(1).pow(2).sum(1)).mean()
+            second_rows = items[second[sl]].unsqueeze(1)
+            _, objective = sample_objective(
+                model, u_rows, first_rows, second_rows, dense, label[sl].float().unsqueeze(1), cfg.model.loss, c.l2
+            )
+            loss = objective.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

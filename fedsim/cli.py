@@ -14,13 +14,25 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fedsim.config import ConfigError, register_schemas, to_schema
+from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
 
 register_schemas()
 
 # conf/ sits beside the package in the repository (the README installs with `pip install -e .`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
+    """``conf/`` composed with Hydra overrides and validated — exactly what ``fedsim <overrides>`` runs (no output
+    directory side effects). Used by ``flwr run`` (fedsim.flower_apps), the tests and the experiment scripts."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_schema(hydra_compose(config_name="config", overrides=list(overrides)))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -17,23 +17,15 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.cli import compose
 from fedsim.client.app import handle_evaluate, handle_query, handle_train
 from fedsim.config import FedsimConfig
 
 
 @functools.lru_cache(maxsize=4)
 def compose_config(overrides: str) -> FedsimConfig:
-    """``conf/`` composed with space-separated Hydra overrides (no output directory side effects)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from fedsim.cli import CONF_DIR
-    from fedsim.config import register_schemas, to_schema
-
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_schema(compose(config_name="config", overrides=shlex.split(overrides)))
+    """``conf/`` composed with space-separated Hydra overrides (memoised: every message of a node asks for it)."""
+    return compose(shlex.split(overrides))
 
 
 def config_of(context: Context) -> FedsimConfig:

@@ -57,16 +57,8 @@ class Runtime:
         return out
 
     def training_params(self, proximal_mu: float = 0.0, train_shared: bool = True) -> LocalTrainingParams:
-        c = self.cfg.client
-        return LocalTrainingParams(
-            batch_size=c.batch_size,
-            lr=c.lr,
-            optimizer=c.optimizer,
-            loss=self.cfg.model.loss,
-            l2=c.l2,
-            proximal_mu=proximal_mu,
-            max_rows_per_chunk=c.max_rows_per_chunk,
-            train_shared=train_shared,
+        return LocalTrainingParams.from_config(
+            self.cfg.client, self.cfg.model.loss, proximal_mu=proximal_mu, train_shared=train_shared
         )
 
     def samples(self, user: int, server_round: int, epochs: int | None = None, mitigate: bool = True) -> UserSamples:

@@ -22,6 +22,7 @@ from fedsim.ethics.audit import AuditCallback
 from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
 from fedsim.ethics.monitor import EthicsMonitor
 from fedsim.ethics.risk import RiskMonitor
+from fedsim.ethics.utility import UtilityMonitor
 from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
@@ -101,9 +102,10 @@ class Session:
         self.monitor = EthicsMonitor(rt, self.run_dir, cfg.seed)
         self.audit = AuditCallback(dict(cfg.audit.rules), self.run_dir, initial_shared) if cfg.audit.enabled else None
         self.recorder = RunRecorder(self.run_dir, cfg.evaluation.k)
-        measurements: list[Callback] = [self.monitor]
+        self.utility = UtilityMonitor(cfg.evaluation.k)
+        measurements: list[Callback] = [self.monitor, self.utility]
         if self.federated:
-            measurements.append(RiskMonitor(rt, mechanism.max_advantage_bound))
+            measurements.append(RiskMonitor(rt, mechanism.max_advantage_bound, cfg.seed))
         writers: list[Callback] = [
             self.recorder,
             TensorBoardCallback(self.run_dir, HPARAM_KEYS),
@@ -115,9 +117,10 @@ class Session:
     def describe(self) -> dict[str, Any]:
         rt, cfg = self.rt, self.cfg
         k = cfg.evaluation.k
-        served = rt.split.evaluated_users
+        served, trained_by = rt.split.evaluated_users, None
         if self.federated:  # the users the federation evaluates: everyone but the membership-attack hold-out
             served = served[rt.roles[served] != HOLDOUT]
+            trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
         return {
             "name": cfg.name,
             "run_dir": str(self.run_dir),
@@ -134,7 +137,7 @@ class Session:
             "data_audit": _data_audit(rt),
             "protocol": describe_protocol(cfg),
             "threat_model": self.mechanism.threat_model() if self.federated else CENTRALIZED_THREAT_MODEL,
-            "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served).mean(), k)},
+            "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},
             "evaluation_k": k,
         }
 
@@ -166,8 +169,11 @@ class Session:
                     for g, ms in self.monitor.latest_tables.items()
                 },
                 "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
+                "warnings": self.utility.closing_warnings(),
             }
         )
+        if self.federated:  # the guarantee in force at the end (an audit remediation may have raised the noise)
+            summary["threat_model"] = self.mechanism.threat_model()
         self.callbacks.on_run_end(summary)
         explanations = self._explain_examples(final_model) if self.federated else []
         audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None

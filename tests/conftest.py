@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic config, the ML-100K path (tests skip cleanly without it), Flower identities."""
+"""Shared fixtures: tiny runs composed from the real ``conf/`` (what ``fedsim`` runs), the ML-100K path (tests skip
+cleanly without it), Flower identities."""
 
 from __future__ import annotations
 
@@ -7,26 +8,30 @@ from pathlib import Path
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedsim.config import DatasetConfig, FedsimConfig
+from fedsim.cli import compose
+from fedsim.config import FedsimConfig
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
+TINY = (
+    "name=test",
+    "progress=false",
+    "dataset.n_users=40",
+    "dataset.n_items=120",
+    "dataset.max_interactions=40",
+    "model.dim=8",
+    "federation.rounds=3",
+    "federation.backend=inprocess",
+    "evaluation.every=1",
+    "evaluation.n_negatives=49",
+)
 
-def tiny_config(**federation) -> FedsimConfig:
-    """A run that finishes in seconds: 40 users, 120 items, 3 rounds, evaluated every round."""
-    cfg = FedsimConfig(name="test", progress=False)
-    cfg.dataset = DatasetConfig(n_users=40, n_items=120, max_interactions=40, min_interactions=5)
-    cfg.model.dim = 8
-    cfg.client.lr = 0.05
-    cfg.client.optimizer = "adam"
-    cfg.client.epochs = 2
-    cfg.federation.rounds = 3
-    cfg.federation.backend = "inprocess"
-    cfg.evaluation.every = 1
-    cfg.evaluation.n_negatives = 49
-    for key, value in federation.items():
-        setattr(cfg.federation, key, value)
-    return cfg
+
+def tiny_config(*overrides: str, **federation: object) -> FedsimConfig:
+    """``fedsim`` with the real conf/ defaults on a run that finishes in seconds: 40 users, 120 items, 3 rounds,
+    evaluated every round. ``overrides`` are Hydra overrides; keyword arguments set ``federation.<key>``."""
+    extra = [f"federation.{key}={value}" for key, value in federation.items()]
+    return compose([*TINY, *overrides, *extra])
 
 
 @pytest.fixture

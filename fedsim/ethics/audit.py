@@ -9,7 +9,9 @@ Each rule names a metric tag (``privacy/epsilon``, ``fair/activity_top5/di_ratio
 * ``rollback`` — restore the last passing checkpoint of the shared model, then ``stop`` or ``continue`` with a
   remediation (``more_noise`` doubles the DP noise multiplier from then on).
 
-Only the *shared* model is rolled back: private embeddings live on the devices, out of the server's reach. A checkpoint
+Only the shared model and the server optimiser's state are rolled back: private embeddings live on the devices, out of
+the server's reach, and the privacy accountant keeps every release that was made. Every breach, pause, rollback and
+remediation is also said on the console (one line; a warn rule once per breach episode). A checkpoint
 "passes" when no pause/rollback rule is breached (warnings are recorded but do not block it); a breach with no
 passing checkpoint yet rolls back to the initial model. Every check, breach and action goes to
 ``audit.json``.
@@ -28,6 +30,7 @@ import numpy as np
 
 from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.config import AuditRule
+from fedsim.tracking.console import say
 
 UTILITY_DROP = "util/val_hr_drop_vs_best"
 
@@ -67,6 +70,7 @@ class AuditCallback(Callback):
         self.best_val: float | None = None
         self.checkpoint: dict[str, Any] = {"round": 0, "shared": copy.deepcopy(initial_shared), "strategy": {}}
         self.k_metric = "val/hr@10"
+        self.breached: set[str] = set()  # warn rules currently in breach (console says each episode once)
 
     def on_run_begin(self, info: dict[str, Any]) -> None:
         self.k_metric = f"val/hr@{info.get('evaluation_k', 10)}"
@@ -88,6 +92,7 @@ class AuditCallback(Callback):
             check.update({"round": report.server_round, "rule": name})
             self.checks.append(check)
             if check["passed"]:
+                self.breached.discard(name)
                 continue
             all_passed = all_passed and rule.action == "warn"  # warnings do not block a checkpoint
             self.breaches.append(check)
@@ -117,10 +122,14 @@ class AuditCallback(Callback):
         self.actions.append(action)
         what = f"audit rule {name!r}: {check['metric']}={check['value']:.4g} breaks {check['bound']}"
         if rule.action == "warn":
+            if name not in self.breached:  # say it once per breach episode, not at every evaluation
+                say(f"round {server_round}: {what} (warn)")
+            self.breached.add(name)
             return None
         restored = self.checkpoint
         action["restored_round"] = restored["round"]
         if rule.action == "pause":
+            say(f"round {server_round}: {what}: paused, keeping the model of round {restored['round']}")
             return Decision(
                 stop=True,
                 reason=f"{what}: paused, keeping the model of round {restored['round']}",
@@ -128,6 +137,10 @@ class AuditCallback(Callback):
                 restored_round=restored["round"],
             )
         action.update({"then": rule.then, "remediation": rule.remediation})
+        say(
+            f"round {server_round}: {what}: rolled back to round {restored['round']}"
+            + (" and stopped" if rule.then == "stop" else f"; remediation: {rule.remediation}")
+        )
         return Decision(
             stop=rule.then == "stop",
             reason=f"{what}: rolled back to round {restored['round']}"

@@ -118,8 +118,12 @@ def fairness_report(
     k: int = 10,
     seed: int = 0,
     min_group_size: int = MIN_GROUP_SIZE,
+    split: str = "test",
 ) -> tuple[dict[str, float], dict[str, dict[str, dict[str, GroupStats]]]]:
     """Scalar gaps (``fair/<grouping>/<gap>``) and per-group tables for every grouping with ≥ 2 groups.
+
+    ``split="val"`` computes the same gaps on the validation item (tags ``fair_val/…``): that is what an audit gate
+    may choose a model on, since test data must never steer training.
 
     ``per_user`` holds ``test_hr``, ``test_recall_full``, ``test_ndcg`` (and any other metric arrays) for the
     evaluated users; ``groupings`` maps a grouping name to each user's group label (same order). Gaps are over the
@@ -132,14 +136,15 @@ def fairness_report(
         labels = np.asarray(labels).astype(str)
         if len(set(labels.tolist())) < 2:
             continue
-        gaps = fairness_gaps(
-            per_user["test_hr"], per_user["test_recall_full"], per_user["test_ndcg"], labels, min_group_size
-        )
-        scalars[f"fair/{name}/groups_in_gap"] = gaps["groups_in_gap"]
+        hr, recall, ndcg = (per_user[f"{split}_{m}"] for m in ("hr", "recall_full", "ndcg"))
+        gaps = fairness_gaps(hr, recall, ndcg, labels, min_group_size)
+        prefix = "fair" if split == "test" else f"fair_{split}"
+        scalars[f"{prefix}/{name}/groups_in_gap"] = gaps["groups_in_gap"]
         if gaps["groups_in_gap"] >= 2:
-            scalars.update({f"fair/{name}/{gap}": gaps[gap] for gap in ("di_ratio_hr", "eod_recall", "ugf_gap_ndcg")})
-        tables[name] = {
-            metric: group_table(per_user[metric], labels, seed, min_group_size)
-            for metric in ("test_hr", "test_ndcg", "test_recall_full")
-        }
+            scalars.update({f"{prefix}/{name}/{g}": gaps[g] for g in ("di_ratio_hr", "eod_recall", "ugf_gap_ndcg")})
+        if split == "test":
+            tables[name] = {
+                metric: group_table(per_user[metric], labels, seed, min_group_size)
+                for metric in ("test_hr", "test_ndcg", "test_recall_full")
+            }
     return scalars, tables

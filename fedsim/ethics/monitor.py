@@ -66,7 +66,11 @@ class EthicsMonitor(Callback):
             return None
         users = evaluation.users
         labels = {name: values[users] for name, values in self.groupings.items()}
-        scalars, tables = fairness_report(evaluation.values, labels, self.rt.cfg.evaluation.k, self.seed)
+        cfg = self.rt.cfg
+        min_size = cfg.fairness.min_group_size
+        scalars, tables = fairness_report(evaluation.values, labels, cfg.evaluation.k, self.seed, min_size)
+        val_scalars, _ = fairness_report(evaluation.values, labels, cfg.evaluation.k, self.seed, min_size, "val")
+        scalars.update(val_scalars)
         scalars.update(exposure_metrics(evaluation.top_k, self.popularity))
         roles = self.rt.roles[users]
         for role, tag in ((OPTED_IN, "opted_in"), (OPTED_OUT, "opted_out")):

@@ -69,8 +69,9 @@ class RiskMonitor(Callback):
     """``risk/*`` scalars: the item-set attack of the round's uploads, membership inference at each evaluation, and
     the accountant's ceiling (``max_advantage_bound``: a callable returning the mechanism's current bound)."""
 
-    def __init__(self, rt: Runtime, max_advantage_bound: Any) -> None:
+    def __init__(self, rt: Runtime, max_advantage_bound: Any, seed: int = 0) -> None:
         self.rt = rt
+        self.seed = seed
         self.max_advantage_bound = max_advantage_bound
         self.membership_loss: dict[int, float] = {}
         self.latest: dict[str, float] = {}
@@ -94,6 +95,6 @@ class RiskMonitor(Callback):
             members = (roles == OPTED_IN) & (report.participations[users] > 0)
             nonmembers = roles == HOLDOUT
             if members.any() and nonmembers.any():
-                out.update(membership_attack(losses[members], losses[nonmembers]))
+                out.update(membership_attack(losses[members], losses[nonmembers], seed=self.seed))
         report.metrics.update(out)
         return None

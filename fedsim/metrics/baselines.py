@@ -17,7 +17,13 @@ def popularity_scores(split: Split, users: np.ndarray, popularity: np.ndarray | 
     return row.unsqueeze(0).expand(len(users), -1)
 
 
-def item_pop(split: Split, k: int = 10, users: np.ndarray | None = None) -> UserMetrics:
-    """ItemPop on ``users`` (all evaluated users by default) — pass the users a run evaluates, so both compare."""
+def item_pop(
+    split: Split, k: int = 10, users: np.ndarray | None = None, trained_by: np.ndarray | None = None
+) -> UserMetrics:
+    """ItemPop on ``users`` (all evaluated users by default) — pass the users a run evaluates, so both compare.
+
+    ``trained_by``: count popularity over these users' training interactions only — the users who train in the
+    federation — so the baseline sees no more data than the model it is compared with (default: every user)."""
     users = split.evaluated_users if users is None else users
-    return evaluate_scores(popularity_scores(split, users), users, split, k)
+    popularity = None if trained_by is None else split.item_popularity(trained_by)
+    return evaluate_scores(popularity_scores(split, users, popularity), users, split, k)

@@ -58,6 +58,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         + ".",
         "",
     ]
+    lines += [f"> **Warning:** {w}" for w in summary.get("warnings") or []]
+    lines += [""] if summary.get("warnings") else []
     lines += [
         "## Data and minimisation",
         "",

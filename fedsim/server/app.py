@@ -10,16 +10,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.callbacks import Callback
 from fedsim.config import FedsimConfig
 from fedsim.privacy import build_mechanism
+from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.runtime import get_runtime
 from fedsim.server.loop import FederatedLoop
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import build_strategy
 from fedsim.session import Session, load_resume
+
+
+def build_loop(
+    cfg: FedsimConfig,
+    callbacks: Callback,
+    mechanism: NoPrivacy,
+    initial_shared: dict[str, np.ndarray] | None = None,
+    device_dir: str | Path | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FederatedLoop:
+    """The round loop with the strategy and sampler named by ``cfg`` (``resume``: from :func:`load_resume`)."""
+    rt = get_runtime(cfg)
+    loop = FederatedLoop(
+        rt,
+        build_strategy(cfg.strategy, rt.n_nodes),
+        mechanism,
+        UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed),
+        callbacks,
+        initial_shared=initial_shared,
+        device_dir=str(device_dir) if device_dir is not None else None,
+        first_round=resume["done"] + 1 if resume else 1,
+    )
+    if resume and "loop_state" in resume:
+        loop.load_state_dict(resume["loop_state"])
+    return loop
 
 
 def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -29,18 +57,7 @@ def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     resume = load_resume(cfg, mechanism) if cfg.resume_from else None  # refused before anything is written
     initial = resume["shared"] if resume else rt.model.init_shared(cfg.seed)
     session = Session(rt, run_dir, mechanism, initial)
-    loop = FederatedLoop(
-        rt,
-        build_strategy(cfg.strategy, rt.n_nodes),
-        mechanism,
-        UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed),
-        session.callbacks,
-        initial_shared=initial,
-        device_dir=str(Path(run_dir) / "devices"),
-        first_round=resume["done"] + 1 if resume else 1,
-    )
-    if resume and "loop_state" in resume:
-        loop.load_state_dict(resume["loop_state"])
+    loop = build_loop(cfg, session.callbacks, mechanism, initial, Path(run_dir) / "devices", resume)
     session.begin()
     outcome = loop.run(grid)
     return session.finish(outcome, loop.shared, loop.state_dict())

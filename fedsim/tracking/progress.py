@@ -55,6 +55,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"protocol: {summary.get('protocol', {}).get('short', '')}")
     if summary.get("threat_model"):
         lines.append(f"privacy: {summary['threat_model'].get('short', summary['threat_model'].get('guarantee'))}")
+    for warning in summary.get("warnings") or []:
+        lines.append(f"warning: {warning}")
     if summary.get("stop_reason"):
         lines.append(f"stopped early: {summary['stop_reason']}")
     lines.append(f"outputs: {summary.get('run_dir', '')}")

@@ -24,11 +24,13 @@ and dense parameters use ordinary Adam with a per-user step count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedsim.config import ClientConfig
 from fedsim.data.negatives import UserSamples
 from fedsim.models.base import RankingModel
 from fedsim.updates import LocalResult, UpdateChunk
@@ -36,18 +38,31 @@ from fedsim.updates import LocalResult, UpdateChunk
 
 @dataclass(frozen=True)
 class LocalTrainingParams:
-    """Hyper-parameters of one round of local training (``client/`` config plus the strategy's proximal term)."""
+    """Hyper-parameters of one round of local training. The values come from ``client/`` (one source of defaults:
+    :class:`~fedsim.config.ClientConfig`) through :meth:`from_config`, plus the strategy's proximal term."""
 
-    batch_size: int = 64
-    lr: float = 0.05
-    optimizer: str = "sgd"
-    loss: str = "bce"
-    l2: float = 0.0
+    batch_size: int
+    lr: float
+    optimizer: str
+    loss: str
+    l2: float
+    max_rows_per_chunk: int
     proximal_mu: float = 0.0
-    max_rows_per_chunk: int = 262_144
     train_shared: bool = True
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+
+    @classmethod
+    def from_config(cls, client: ClientConfig, loss: str = "bce", **overrides: Any) -> LocalTrainingParams:
+        values = dict(
+            batch_size=client.batch_size,
+            lr=client.lr,
+            optimizer=client.optimizer,
+            loss=loss,
+            l2=client.l2,
+            max_rows_per_chunk=client.max_rows_per_chunk,
+        )
+        return cls(**{**values, **overrides})
 
 
 def plan_chunks(lengths: np.ndarray, widths: np.ndarray, budget: int) -> list[np.ndarray]:
@@ -94,6 +109,21 @@ def loss_per_sample(model: RankingModel, user, first_rows, second_rows, dense, l
     if loss == "bpr":
         return -F.logsigmoid(score_first - model.score(user, second_rows, dense))
     return F.binary_cross_entropy_with_logits(score_first, label, reduction="none")
+
+
+def sample_objective(
+    model: RankingModel, user, first_rows, second_rows, dense, label, loss: str, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, loss + L2 penalty) per sample — the one local objective, used by the devices and the centralized
+    baseline alike. ``user`` is (…, P), rows are (…, B, W); the penalty is l2·(‖q_first‖² [+ ‖q_second‖² for BPR] +
+    ‖p_u‖²), so a user's mean objective over its minibatch adds its embedding's penalty exactly once."""
+    per_sample = loss_per_sample(model, user, first_rows, second_rows, dense, label, loss)
+    if l2 <= 0:
+        return per_sample, per_sample
+    reg = first_rows.pow(2).sum(-1) + user.pow(2).sum(-1).unsqueeze(-1)
+    if loss == "bpr":
+        reg = reg + second_rows.pow(2).sum(-1)
+    return per_sample, per_sample + l2 * reg
 
 
 def train_users(
@@ -203,12 +233,11 @@ def _train_chunk(
         user_leaf = user.clone().requires_grad_(True)
         dense_leaf = {k: v.clone().requires_grad_(True) for k, v in dense.items()}
 
-        per_sample = loss_per_sample(model, user_leaf, first_rows, second_rows, dense_leaf, label[:, sl], p.loss)
+        per_sample, regularised = sample_objective(
+            model, user_leaf, first_rows, second_rows, dense_leaf, label[:, sl], p.loss, p.l2
+        )
         per_user = (per_sample * mask).sum(dim=1) / count
-        objective = per_user
-        if p.l2 > 0:
-            reg = first_rows.pow(2).sum(-1) + (second_rows.pow(2).sum(-1) if p.loss == "bpr" else 0.0)
-            objective = objective + p.l2 * ((reg * mask).sum(1) / count + user_leaf.pow(2).sum(1) * active)
+        objective = (regularised * mask).sum(dim=1) / count
         objective.sum().backward()
         loss_sum += per_user.detach().double() * active
         batches += active

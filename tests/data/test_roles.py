@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from fedsim.runtime import get_runtime
 from fedsim.config import AttackConfig, ConsentConfig
 from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT, assign_roles
 from fedsim.run import run
+from fedsim.runtime import get_runtime
 
 
 def test_roles_have_the_configured_shares_and_can_over_represent_a_group():

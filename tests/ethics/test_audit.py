@@ -1,12 +1,12 @@
 import numpy as np
 from conftest import tiny_config
 
+from fedsim.callbacks import Callback, CallbackList, RoundReport
 from fedsim.client.app import make_client_app
 from fedsim.config import AuditRule
 from fedsim.ethics.audit import AuditCallback, check_rule
 from fedsim.privacy import build_mechanism
 from fedsim.server.app import build_loop
-from fedsim.callbacks import Callback, CallbackList, RoundReport
 from fedsim.simulation import InProcessGrid
 
 
@@ -37,7 +37,7 @@ def test_rollback_returns_the_last_passing_checkpoint_and_warnings_do_not_block_
     shared2["w"][:] = 99.0  # the loop mutating its model afterwards must not change the checkpoint
     decision = audit.on_round_end(_report(3, 0.4, {"w": np.full(2, 3.0)}))
     assert decision is not None and not decision.stop and decision.restored_round == 2
-    assert decision.restore["w"].tolist() == [2.0, 2.0]
+    assert decision.restore["shared"]["w"].tolist() == [2.0, 2.0]
     assert [a["action"] for a in audit.actions] == ["warn", "warn", "rollback", "warn"]
 
 
@@ -53,8 +53,7 @@ class _Gate(Callback):
 
 
 def test_a_rollback_restores_the_checkpointed_model_in_a_real_run(tmp_path):
-    cfg = tiny_config()
-    cfg.federation.rounds = 4
+    cfg = tiny_config(rounds=4)
     gate = _Gate()
     from fedsim.runtime import get_runtime
 

@@ -1,11 +1,11 @@
 from conftest import tiny_config
 
-from fedsim.runtime import get_runtime
 from fedsim.config import ConsentConfig
 from fedsim.data.roles import OPTED_IN, OPTED_OUT
 from fedsim.ethics.explain import explain_user, load_device_embeddings
 from fedsim.ethics.explain_cli import main
 from fedsim.run import run
+from fedsim.runtime import get_runtime
 
 
 def test_explanations_come_from_the_users_own_history_or_say_fallback(tmp_path, capsys):

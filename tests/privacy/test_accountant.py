@@ -81,3 +81,42 @@ def test_would_exceed_looks_one_release_ahead():
     eps_next = trial.epsilon()
     assert accountant.would_exceed(0.1, 1.0, (eps_now + eps_next) / 2)
     assert not accountant.would_exceed(0.1, 1.0, eps_next + 1e-9)
+
+
+def test_adaptive_round_composes_the_sum_and_the_count_on_one_cohort():
+    # Andrew et al. 2021: the update sum (z_Δ) and the centred count (2σ_b) are released on the same Poisson cohort
+    q, z_sum, z_count, rounds, delta = 0.1, 3.608, 5.4, 5, 1e-5
+    accountant = PrivacyAccountant(delta)
+    for _ in range(rounds):
+        accountant.step(q, z_sum, z_count=z_count)
+    assert accountant.history == [(q, z_sum, rounds, z_count)]
+    pair = dp_event.ComposedDpEvent([dp_event.GaussianDpEvent(z_sum), dp_event.GaussianDpEvent(z_count)])
+    rdp = RdpAccountant().compose(dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(q, pair), rounds))
+    assert accountant.epsilon("rdp") == pytest.approx(rdp.get_epsilon(delta), rel=1e-9)
+    # PLD takes one Gaussian under Poisson sampling: the pair is exactly the Gaussian with z⁻² = z_Δ⁻² + z_count⁻²
+    pld, _ = _reference(q, (z_sum**-2 + z_count**-2) ** -0.5, rounds, delta)
+    assert accountant.epsilon() == pytest.approx(pld, rel=1e-9)
+    assert accountant.epsilon() > _reference(q, z_sum, rounds, delta)[0]  # the count is not free
+
+
+def test_state_dict_keeps_the_count_multiplier_and_loads_three_element_states():
+    accountant = PrivacyAccountant(1e-5)
+    accountant.step(0.1, 1.0, count=3)
+    accountant.step(0.1, 1.2, count=2, z_count=4.0)
+    state = accountant.state_dict()
+    assert state["history"] == [[0.1, 1.0, 3], [0.1, 1.2, 2, 4.0]]  # fixed-clipping entries keep the old format
+    resumed = PrivacyAccountant(1e-5)
+    resumed.load_state_dict(state)
+    assert resumed.history == accountant.history
+    assert resumed.epsilon() == pytest.approx(accountant.epsilon(), rel=1e-12)
+    old = PrivacyAccountant(1e-5)
+    history = [[0.1, 1.0, 3]]  # three elements: written before the count multiplier existed
+    old.load_state_dict({"kind": "dp-fedavg-poisson-gaussian", "delta": 1e-5, "method": "pld", "history": history})
+    assert old.history == [(0.1, 1.0, 3, None)]
+    assert not old.would_exceed(0.1, 1.2, accountant.epsilon() + 1e-9, z_count=4.0)
+
+
+def test_an_unnoised_count_means_infinite_epsilon():
+    accountant = PrivacyAccountant(1e-5)
+    accountant.step(0.1, 1.0, z_count=0.0)
+    assert math.isinf(accountant.epsilon()) and accountant.max_advantage() == 1.0

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fedsim.privacy.accountant import epsilon_of
-from fedsim.privacy.calibration import calibrate_noise, local_sigma_multiplier
+from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise, local_sigma_multiplier
 from fedsim.privacy.clipping import adaptive_clip_update, update_noise_multiplier
 
 
@@ -45,3 +45,13 @@ def test_count_noise_takes_its_share_of_the_budget():
     assert (z_update**-2 + (2 * 5.0) ** -2) ** -0.5 == pytest.approx(1.0)
     with pytest.raises(ValueError, match="clipped_count_stddev"):
         update_noise_multiplier(4.0, count_stddev=1.0)
+
+
+@pytest.mark.parametrize("target, q, rounds, count_stddev", [(1.0, 0.1, 5, 2.7), (8.0, 0.2, 30, 5.0)])
+def test_adaptive_calibration_counts_the_count_release(target, q, rounds, count_stddev):
+    z, z_update = calibrate_adaptive_noise(target, 1e-5, q, rounds, count_stddev)
+    eps = epsilon_of([(q, z_update, rounds, 2 * count_stddev)], 1e-5)  # sum and centred count (sensitivity ½)
+    assert eps <= target
+    assert eps == pytest.approx(target, rel=0.01)
+    assert (z_update**-2 + (2 * count_stddev) ** -2) ** -0.5 == pytest.approx(z)
+    assert epsilon_of([(q, z_update, rounds)], 1e-5) < target  # the sum alone would under-report

@@ -5,16 +5,22 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from fedsim.training.local import LocalTrainingParams, train_users
-from fedsim.config import ModelConfig, PrivacyConfig
+from fedsim.config import ClientConfig, ModelConfig, PrivacyConfig
 from fedsim.data.negatives import draw_user_samples
 from fedsim.data.protocol import leave_one_out
 from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
 from fedsim.privacy.central import CentralDP
+from fedsim.privacy.device import noise_upload_, privatize_users_
 from fedsim.privacy.local import LocalDP
-from fedsim.updates import Aggregate
 from fedsim.run import run
+from fedsim.training.local import LocalTrainingParams, train_users
+from fedsim.updates import Aggregate
+
+
+def local_params(**overrides):
+    """client/ defaults (the schema), with ``overrides``."""
+    return LocalTrainingParams.from_config(ClientConfig(), **overrides)
 
 
 def _trained(n_users=10):
@@ -23,7 +29,11 @@ def _trained(n_users=10):
     users = np.arange(n_users)
     samples = [draw_user_samples(split, int(u), 1, 0, 4, 3, "bce") for u in users]
     result = train_users(
-        model, model.init_shared(0), model.init_private(users, 0), samples, LocalTrainingParams(lr=1.0)
+        model,
+        model.init_shared(0),
+        model.init_private(users, 0),
+        samples,
+        local_params(lr=1.0),
     )
     return model, result
 
@@ -32,7 +42,7 @@ def test_no_released_update_exceeds_the_clipping_norm():
     _, result = _trained()
     assert result.update_norms().max() > 0.12  # the test means something: some updates need clipping
     mechanism = CentralDP(PrivacyConfig(mechanism="central", noise_multiplier=1.0, clipping_norm=0.12), 100, 0.1, 10)
-    mechanism.privatize_on_device(result, mechanism.round_config(1), np.random.default_rng(0))
+    privatize_users_(result, mechanism.round_config(1))
     assert result.update_norms().max() <= 0.12 + 1e-6
 
 
@@ -49,7 +59,7 @@ def test_local_noise_has_the_configured_standard_deviation_per_user():
     mechanism = LocalDP(PrivacyConfig(mechanism="local", noise_multiplier=0.9, clipping_norm=0.5), 50, 1.0, 5)
     config = mechanism.round_config(1)
     total = torch.zeros(300, 30, dtype=torch.float64)
-    mechanism.noise_upload(total, {}, 4, config, np.random.default_rng(2))  # a node summing 4 users' uploads
+    noise_upload_(total, {}, 4, config, np.random.default_rng(2))  # a node summing 4 users' uploads
     assert float(total.std()) == pytest.approx(0.9 * 2 * 0.5 * 2, rel=0.03)  # σ = z·2C per user, ×√4
 
 
@@ -60,13 +70,11 @@ def test_local_epsilon_composes_over_each_users_participations():
 
 
 def _dp_config(**privacy):
-    cfg = tiny_config(sampling="poisson", participation=1.0)
-    cfg.privacy = PrivacyConfig(mechanism="central", **privacy)
-    return cfg
+    return tiny_config("privacy=central", *(f"privacy.{k}={v}" for k, v in privacy.items()), participation=1.0)
 
 
 def test_central_dp_with_zero_noise_and_no_clipping_matches_no_dp(tmp_path):
-    plain = tiny_config(user_weighting="uniform")
+    plain = tiny_config(user_weighting="uniform", sampling="poisson", participation=1.0)
     a = run(plain, tmp_path / "none")
     b = run(_dp_config(noise_multiplier=0.0, clipping_norm=1e6), tmp_path / "z0")
     assert b["final"]["test/hr@10"] == pytest.approx(a["final"]["test/hr@10"], abs=1e-9)
@@ -83,7 +91,7 @@ def test_enormous_noise_is_no_better_than_random(tmp_path):
 
 def test_max_epsilon_stops_before_the_release_that_would_exceed_it(tmp_path):
     cfg = _dp_config(noise_multiplier=2.0, max_epsilon=4.0)
-    cfg.federation.rounds = 10
+    cfg.federation.rounds = 10  # set after composing: the schema is a plain dataclass
     summary = run(cfg, tmp_path)
     eps = summary["final"].get("privacy/epsilon")
     assert 0 < summary["rounds_completed"] < 10

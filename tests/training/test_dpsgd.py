@@ -5,16 +5,16 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from fedsim.training.local import LocalTrainingParams, train_users
-from fedsim.config import ConfigError, ModelConfig, PrivacyConfig, validate
+from fedsim.config import ClientConfig, ConfigError, ModelConfig, PrivacyConfig, validate
 from fedsim.data.negatives import draw_user_samples
 from fedsim.data.protocol import leave_one_out
 from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
 from fedsim.privacy.accountant import epsilon_of
-from fedsim.training.dpsgd import train_users_dpsgd
 from fedsim.privacy.record import RecordDP
 from fedsim.run import run
+from fedsim.training.dpsgd import train_users_dpsgd
+from fedsim.training.local import LocalTrainingParams, train_users
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def setup():
 
 def test_each_step_moves_parameters_by_at_most_lr_times_clip_without_noise(setup):
     model, shared, private, samples = setup
-    params = LocalTrainingParams(batch_size=8, lr=0.5)
+    params = LocalTrainingParams.from_config(ClientConfig(), batch_size=8, lr=0.5)
     result = train_users_dpsgd(model, shared, private, samples, params, clip=1e-3, noise_multiplier=0.0, seed=0)
     steps = np.ceil(np.array([len(s) for s in samples]) / 8)
     user_moves = np.linalg.norm(result.private.numpy() - private, axis=1)
@@ -38,7 +38,7 @@ def test_each_step_moves_parameters_by_at_most_lr_times_clip_without_noise(setup
 
 def test_without_clipping_or_noise_it_is_plain_sgd(setup):
     model, shared, private, samples = setup
-    params = LocalTrainingParams(batch_size=8, lr=0.1)
+    params = LocalTrainingParams.from_config(ClientConfig(), batch_size=8, lr=0.1)
     dp = train_users_dpsgd(model, shared, private, samples, params, clip=1e6, noise_multiplier=0.0, seed=0)
     plain = train_users(model, shared, private, samples, params)
     assert torch.allclose(dp.private, plain.private, atol=1e-5)
@@ -47,7 +47,9 @@ def test_without_clipping_or_noise_it_is_plain_sgd(setup):
 
 def test_noise_reaches_every_item_row_with_the_configured_scale(setup):
     model, shared, private, samples = setup
-    params = LocalTrainingParams(batch_size=1000, lr=1.0)  # one step per user: the noise is seen once
+    params = LocalTrainingParams.from_config(
+        ClientConfig(), batch_size=1000, lr=1.0
+    )  # one step per user: the noise is seen once
     result = train_users_dpsgd(model, shared, private, samples, params, clip=0.5, noise_multiplier=2.0, seed=1)
     norms = result.item_row_norms(model.n_items)
     assert torch.all(norms > 0)  # the whole catalogue is touched: row sparsity reveals nothing

@@ -2,12 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.training.local import LocalTrainingParams, plan_chunks, train_users
-from fedsim.config import ModelConfig
+from fedsim.config import ClientConfig, ModelConfig
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.protocol import leave_one_out
 from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
+from fedsim.training.local import LocalTrainingParams, plan_chunks, train_users
+
+
+def local_params(**overrides):
+    """client/ defaults (the schema), with ``overrides``."""
+    return LocalTrainingParams.from_config(ClientConfig(), **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,7 @@ def test_one_sgd_step_matches_the_hand_derived_gradient():
     }
     p = np.array([[0.5, -0.5]], np.float32)
     samples = [UserSamples(0, np.array([0, 1]), np.array([0, 1]), np.array([1.0, 0.0], np.float32))]
-    result = train_users(model, shared, p, samples, LocalTrainingParams(batch_size=2, lr=0.1))
+    result = train_users(model, shared, p, samples, local_params(batch_size=2, lr=0.1))
     # BCE on logits s = p.q + b; dL/ds = sigmoid(s) - y, averaged over the batch of 2
     q = shared["item_embedding"][:2]
     s = q @ p[0]
@@ -70,7 +75,11 @@ def test_row_norms_show_which_items_a_user_touched(split):
     model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
     samples = [draw_user_samples(split, 0, 1, 0, 2, 1, "bce")]
     result = train_users(
-        model, model.init_shared(0), model.init_private(np.array([0]), 0), samples, LocalTrainingParams()
+        model,
+        model.init_shared(0),
+        model.init_private(np.array([0]), 0),
+        samples,
+        local_params(),
     )
     touched = set(np.unique(samples[0].first).tolist())
     nonzero = set(torch.nonzero(result.item_row_norms(split.n_items)[0]).flatten().tolist())
