@@ -76,4 +76,5 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
         "rounds_completed": rounds_done,
         "stop_reason": stop_reason,
         "shared": {k: v.detach().numpy().copy() for k, v in shared.items()},
+        "user_embeddings": private.detach().numpy().copy(),  # pooled training: the server holds them (explain)
     }

@@ -109,6 +109,7 @@ class PrivacyConfig:
     clipped_count_stddev: float | None = None
     accountant: str = "pld"
     secure_rng: bool = False
+    record_sample_rate: float = 0.1  # privacy=record: Poisson rate q of each record per DP-SGD step
 
 
 @dataclass
@@ -367,6 +368,7 @@ def _privacy(cfg: FedsimConfig) -> None:
         _check("privacy.delta", 0.0 < p.delta < 1.0, "0 < delta < 1", p.delta)
     _check("privacy.target_quantile", 0.0 < p.target_quantile < 1.0, "0 < quantile < 1", p.target_quantile)
     _positive("privacy.clip_lr", p.clip_lr)
+    _check("privacy.record_sample_rate", 0.0 < p.record_sample_rate <= 1.0, "0 < rate <= 1", p.record_sample_rate)
     if p.mechanism != "none":
         if p.noise_multiplier is None and p.target_epsilon is None:
             raise ConfigError(

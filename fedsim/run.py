@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedsim.centralized import train_centralized
 from fedsim.client.app import make_client_app
 from fedsim.config import FedsimConfig
+from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.runtime import get_runtime
 from fedsim.server.app import make_server_app, serve
@@ -28,9 +31,15 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
         session = Session(rt, run_dir, NoPrivacy(), rt.model.init_shared(cfg.seed))
         session.begin()
         outcome = train_centralized(rt, session.callbacks)
+        np.savez(
+            Path(run_dir) / "user_embeddings.npz",
+            users=np.arange(rt.split.n_users),
+            embeddings=outcome.pop("user_embeddings"),
+        )
         return session.finish(outcome, outcome.pop("shared", None))
     if cfg.resume_from:
-        load_resume(cfg)  # refuse a bad resume here, before Ray starts (an error inside the ServerApp is logged only)
+        # refuse a bad resume here, before Ray starts (an error inside the ServerApp would only be logged)
+        load_resume(cfg, build_mechanism(cfg, rt.population))
     if cfg.federation.backend == "inprocess":
         return serve(InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed), cfg, run_dir)
     outcome: dict[str, Any] = {}

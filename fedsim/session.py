@@ -26,6 +26,7 @@ from fedsim.ethics.utility import UtilityMonitor
 from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
 from fedsim.report.run_report import render
 from fedsim.runtime import Runtime
 from fedsim.tracking.progress import ProgressBar
@@ -121,6 +122,7 @@ class Session:
         if self.federated:  # the users the federation evaluates: everyone but the membership-attack hold-out
             served = served[rt.roles[served] != HOLDOUT]
             trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
+        n_eval = int((rt.split.test_item >= 0).sum())
         return {
             "name": cfg.name,
             "run_dir": str(self.run_dir),
@@ -129,17 +131,33 @@ class Session:
                 "source": rt.data.source,
                 "users": rt.data.n_users,
                 "items": rt.data.n_items,
-                "interactions": rt.data.n_interactions,
+                "interactions": int(len(rt.split.train_items) + (rt.split.val_item >= 0).sum() + n_eval),
+                "events_in_source": rt.data.n_interactions,  # before repeated (user, item) events were dropped
                 "evaluated_users": int(len(rt.split.evaluated_users)),
                 "nodes": rt.n_nodes,
             },
             "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
             "data_audit": _data_audit(rt),
             "protocol": describe_protocol(cfg),
-            "threat_model": self.mechanism.threat_model() if self.federated else CENTRALIZED_THREAT_MODEL,
+            "threat_model": self.threat_model(),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},
             "evaluation_k": k,
         }
+
+    def threat_model(self) -> dict[str, Any]:
+        """The mechanism's guarantee plus what every DP run shares: where its randomness came from, and the
+        data-dependent choice of the kept model that ε does not cover."""
+        if not self.federated:
+            return CENTRALIZED_THREAT_MODEL
+        threat = self.mechanism.threat_model()
+        if self.cfg.privacy.mechanism != "none":
+            threat["release"] = SECURE_RELEASE if self.cfg.privacy.secure_rng else SEEDED_RELEASE
+            threat["model_selection"] = (
+                "the kept model is the last round's, or an audit checkpoint chosen on validation metrics that the "
+                "devices report without DP (and, under local DP, the item-set attack on noised uploads): a "
+                "data-dependent choice that ε does not cover; test metrics never steer training"
+            )
+        return threat
 
     def begin(self) -> None:
         self.callbacks.on_run_begin(self.describe())
@@ -172,8 +190,8 @@ class Session:
                 "warnings": self.utility.closing_warnings(),
             }
         )
-        if self.federated:  # the guarantee in force at the end (an audit remediation may have raised the noise)
-            summary["threat_model"] = self.mechanism.threat_model()
+        # the guarantee in force at the end (an audit remediation may have raised the noise)
+        summary["threat_model"] = self.threat_model()
         self.callbacks.on_run_end(summary)
         explanations = self._explain_examples(final_model) if self.federated else []
         audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
@@ -197,7 +215,22 @@ class Session:
         ]
 
 
-RESUME_MUST_MATCH = ("seed", "dataset", "model", "privacy.mechanism", "federation.users_per_node", "attack", "consent")
+RESUME_MUST_MATCH = (
+    "seed",
+    "dataset",
+    "model",
+    "privacy.mechanism",
+    "privacy.delta",
+    "privacy.clipping",
+    "privacy.accountant",
+    "privacy.target_epsilon",
+    "federation.users_per_node",
+    "federation.participation",
+    "federation.sampling",
+    "strategy",
+    "attack",
+    "consent",
+)
 
 
 def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[str, Any]:
@@ -228,6 +261,7 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[s
     state = json.loads((old / "privacy_state.json").read_text())
     if mechanism is not None:
         mechanism.load_state_dict(state)
+        mechanism.continue_for(cfg.federation.rounds, done)
     with np.load(old / "model.npz") as data:
         shared = {name: data[name] for name in data.files}
     resume: dict[str, Any] = {"done": done, "shared": shared}

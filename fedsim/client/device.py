@@ -17,8 +17,9 @@ from fedsim.data.roles import HOLDOUT, OPTED_OUT
 from fedsim.ethics.risk import attack_uploads, membership_candidates, membership_losses
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
+from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
-from fedsim.training.dpsgd import train_users_dpsgd
+from fedsim.training.dpsgd import RecordDpParams, train_users_dpsgd
 from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
 
@@ -38,17 +39,26 @@ def train_shard(
     """
     samples = [rt.samples(int(u), server_round) for u in users]
     params = rt.training_params(float(config.get("proximal-mu", 0.0)))
-    rng = np.random.default_rng([rt.cfg.seed, server_round, 4242, int(users[0]) if len(users) else 0])
+    first_user = int(users[0]) if len(users) else 0
+    rng = dp_rng(bool(config.get("secure-rng", False)), rt.cfg.seed, server_round, 4242, first_user)
     if "record-clip" in config:  # record-level DP-SGD on the device
         result = train_users_dpsgd(
             rt.model,
             shared,
             private,
-            samples,
+            users,
+            [rt.split.train_items_of(int(u)) for u in users],
             params,
-            float(config["record-clip"]),
-            float(config["record-noise"]),
-            int(rng.integers(2**62)),
+            RecordDpParams(
+                clip=float(config["record-clip"]),
+                noise_multiplier=float(config["record-noise"]),
+                sample_rate=float(config["record-sample-rate"]),
+                steps_per_epoch=int(config["record-steps-per-epoch"]),
+                epochs=rt.cfg.client.epochs,
+                negatives=rt.cfg.client.negatives,
+                seed=rt.cfg.seed,
+                server_round=server_round,
+            ),
         )
     else:
         result = train_users(rt.model, shared, private, samples, params)

@@ -30,9 +30,11 @@ class Explanation:
 
 
 def load_device_embeddings(run_dir: str | Path) -> dict[int, np.ndarray]:
-    """The private embeddings the simulated devices stored locally at the end of the run (``devices/``)."""
+    """The private embeddings the simulated devices stored locally at the end of the run (``devices/``), or, for
+    ``mode=centralized``, the user embeddings the pooled-data server trained (``user_embeddings.npz``)."""
     out: dict[int, np.ndarray] = {}
-    for path in sorted(Path(run_dir, "devices").glob("partition_*.npz")):
+    paths = sorted(Path(run_dir, "devices").glob("partition_*.npz")) + sorted(Path(run_dir).glob("user_embeddings.npz"))
+    for path in paths:
         with np.load(path) as data:
             out.update(zip(data["users"].tolist(), data["embeddings"], strict=True))
     return out
@@ -47,7 +49,7 @@ def explain_user(
     n_reasons: int = 3,
 ) -> list[Explanation]:
     train_items = rt.split.train_items_of(user)
-    personalised = embedding is not None and rt.roles[user] != OPTED_OUT
+    personalised = embedding is not None and (rt.cfg.mode == "centralized" or rt.roles[user] != OPTED_OUT)
     if personalised:
         scores = rt.model.score_all(torch.as_tensor(embedding[None, :], dtype=torch.float32), shared)[0]
         kind = "personalised"
@@ -66,14 +68,24 @@ def explain_user(
         if personalised and len(train_items):
             similarity = unit[train_items] @ unit[item]
             for j in np.argsort(-similarity)[:n_reasons]:
+                if similarity[j] <= 0:  # a dissimilar item is no reason: say there is no close one instead
+                    break
                 because.append((int(train_items[j]), rt.data.item_name(int(train_items[j])), float(similarity[j])))
         out.append(Explanation(rank, item, rt.data.item_name(item), float(scores[item]), kind, because))
     return out
 
 
+FALLBACK_REASON = {
+    "non-personalised fallback (popularity)": "popular among opted-in users",
+    "non-personalised fallback (shared_model)": "the shared model's score without a user embedding",
+}
+
+
 def format_explanations(user: int, role: str, explanations: list[Explanation]) -> str:
     lines = [f"user {user} ({role}): {explanations[0].kind if explanations else 'no recommendations'}"]
     for e in explanations:
-        reason = "; ".join(f"{title} (cos {sim:.2f})" for _, title, sim in e.because) or "popular among opted-in users"
+        reason = "; ".join(f"{title} (cos {sim:.2f})" for _, title, sim in e.because)
+        if not reason:
+            reason = "no close item in your history" if e.kind == "personalised" else FALLBACK_REASON[e.kind]
         lines.append(f"  {e.rank:>2}. {e.title} — because: {reason}")
     return "\n".join(lines)

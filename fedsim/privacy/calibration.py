@@ -78,3 +78,31 @@ def calibrate_adaptive_noise(
 def local_sigma_multiplier(target_epsilon: float, delta: float, releases: int) -> float:
     """z for *local* DP: ε after ``releases`` unamplified Gaussian releases (the server sees who took part)."""
     return calibrate_noise(target_epsilon, delta, q=1.0, rounds=releases)
+
+
+def calibrate_remaining(
+    history: list, target_epsilon: float, delta: float, q: float, remaining: int, method: str = "pld"
+) -> float | None:
+    """Smallest z (to ~0.5%) such that the releases already in ``history`` plus ``remaining`` Poisson(q) releases at
+    z stay within ``target_epsilon`` — how a resumed run with a larger ``federation.rounds`` keeps its promise.
+    None when no z can (the rounds already spent leave too little budget)."""
+    if math.isinf(target_epsilon):
+        return 0.0
+    spent = epsilon_of(history, delta, method)
+    if spent >= target_epsilon:
+        return None
+
+    def fits(z: float) -> bool:
+        return epsilon_of([*history, (q, z, remaining)], delta, method) <= target_epsilon
+
+    low, high = MIN_NOISE_MULTIPLIER, MIN_NOISE_MULTIPLIER
+    while not fits(high):
+        low, high = high, high * 2.0
+        if high > 1e4:
+            return None
+    if fits(low):
+        return low
+    while high / low > 1.005:  # bisection on a log scale
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.config import PrivacyConfig
+from fedsim.config import ConfigError, PrivacyConfig
 from fedsim.privacy.accountant import PrivacyAccountant
-from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise
+from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise, calibrate_remaining
 from fedsim.privacy.clipping import (
     adaptive_clip_update,
     centred_unclipped_sum,
@@ -209,12 +209,30 @@ class CentralDP(ClippedMechanism):
     def state_dict(self) -> dict[str, Any]:
         return {"mechanism": self.name, "accountant": self.accountant.state_dict(), "clipping_norm": self.clipping_norm}
 
+    def continue_for(self, rounds: int, done: int) -> None:
+        """With ``target_epsilon``, recalibrate z for the rounds still to come, charging the rounds already spent, so
+        the final ε stays ≤ target (the first run was calibrated for fewer rounds)."""
+        if self.target_epsilon is None or math.isinf(self.target_epsilon):
+            return
+        if self.adaptive:
+            super().continue_for(rounds, done)
+        z = calibrate_remaining(
+            self.accountant.history, self.target_epsilon, self.delta, self.q, rounds - done, self.accountant.method
+        )
+        if z is None:
+            raise ConfigError(
+                f"resume_from: the {done} rounds already run spent ε={self.accountant.epsilon():.3f}; no noise "
+                f"keeps {rounds} rounds within privacy.target_epsilon={self.target_epsilon:g}"
+            )
+        self.z = self.z_update = z
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before
         the count was centred and accounted: they recorded the nominal z while the *uncentred* count (sensitivity 1,
         multiplier σ_b) went out with z_Δ = update_noise_multiplier(z, σ_b) — they are re-accounted as such."""
         super().load_state_dict(state)
         self.accountant.load_state_dict(state["accountant"])
+        self.delta = self.accountant.delta  # every report uses the accountant's δ
         if self.adaptive:
             self.accountant.history = [
                 (q, update_noise_multiplier(z, self.count_stddev), n, self.count_stddev)

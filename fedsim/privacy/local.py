@@ -116,8 +116,10 @@ class LocalDP(ClippedMechanism):
             "noise_std_per_coordinate": self.sigma(),
             "clipping": f"fixed C={self.clipping_norm:g}",
             "rounds_planned": self.rounds,
-            "covers": "everything a device uploads about its shared-parameter update",
-            "not_covered": "per-device training metrics (loss, counts), participation, evaluation metrics",
+            "covers": "every value a device uploads about its training: the clipped, noised update to the shared "
+            "parameters (no loss, sample count or clipping statistic leaves the device under local DP)",
+            "not_covered": "that the device took part, the number of users a node hosts, and the per-user "
+            "evaluation metrics reported for the simulation's measurements",
             "guarantee": "local user-level (ε, δ)-DP per device, see privacy/epsilon (worst user)",
             "short": f"local DP, z={self.z:.3f} (σ={self.sigma():.3g}), C={self.clipping_norm:g}, δ={self.delta:g}, "
             "no amplification, PLD",

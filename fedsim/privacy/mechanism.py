@@ -8,11 +8,13 @@ sum of all uploads into the mean update that the strategy applies, adding centra
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedsim.config import ConfigError
 from fedsim.updates import Aggregate
 
 
@@ -72,6 +74,10 @@ class NoPrivacy:
             "parameters (private user embeddings never leave the device)",
         }
 
+    def continue_for(self, rounds: int, done: int) -> None:
+        """A resumed run goes on to ``rounds`` after ``done``: re-plan the noise so the promised ε still holds, or
+        refuse with one line (``ConfigError``). Nothing to re-plan without DP."""
+
     def state_dict(self) -> dict[str, Any]:
         return {"mechanism": self.name}
 
@@ -93,10 +99,18 @@ class ClippedMechanism(NoPrivacy):
         self.target_epsilon = cfg.target_epsilon
         self.max_epsilon = cfg.max_epsilon
         self.clipping_norm = float(cfg.clipping_norm)
+        self.secure_rng = bool(cfg.secure_rng)
 
     @classmethod
     def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
         return cls(cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
 
+    def continue_for(self, rounds: int, done: int) -> None:
+        if self.target_epsilon is not None and not math.isinf(self.target_epsilon):
+            raise ConfigError(
+                f"resume_from with privacy.target_epsilon is supported for privacy=central with fixed clipping; "
+                f"for privacy.mechanism={self.name} set privacy.noise_multiplier (the z in force) instead"
+            )
+
     def round_config(self, server_round: int) -> dict[str, Any]:
-        return {"user-weighting": "uniform", "clipping-norm": self.clipping_norm}
+        return {"user-weighting": "uniform", "clipping-norm": self.clipping_norm, "secure-rng": self.secure_rng}

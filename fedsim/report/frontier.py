@@ -56,6 +56,7 @@ RUN_COLUMNS += list(ETHICS_COLUMNS)
 UTILITY_COLUMNS = [
     "dataset",
     "mechanism",
+    "dp_unit",
     "target_epsilon",
     "epsilon",
     "noise_multiplier",
@@ -77,6 +78,7 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
         "run": str(record.path.relative_to(root)),
         "dataset": record.get("config.dataset.name"),
         "mechanism": record.get("config.privacy.mechanism"),
+        "dp_unit": threat.get("unit", "none"),
         "target_epsilon": record.get("config.privacy.target_epsilon"),
         "noise_multiplier": threat.get(
             "noise_multiplier", 0.0 if record.get("config.privacy.mechanism") == "none" else None
@@ -87,13 +89,22 @@ def run_row(record: RunRecord, root: Path, k: int = 10) -> dict[str, Any]:
         "q": record.get("config.federation.participation"),
         "seed": record.get("config.seed"),
         "rounds": record.get("rounds_completed"),
-        "epsilon": math.inf if final.get("privacy/epsilon") is None else final["privacy/epsilon"],  # JSON: ∞ → null
+        "epsilon": _epsilon(final),
         "delta": final.get("privacy/delta"),
         "test_hr": final.get(f"test/hr@{k}"),
         "test_ndcg": final.get(f"test/ndcg@{k}"),
         "itempop_test_hr": record.get(f"baselines.ItemPop.test/hr@{k}"),
         **{column: final.get(tag) for column, tag in ETHICS_COLUMNS.items()},
     }
+
+
+def _epsilon(final: dict[str, Any]) -> float:
+    """The run's ε in its own unit: user-level ``privacy/epsilon`` or record-level ``privacy/epsilon_record_level``
+    (summary.json stores ∞ as null, and a run without DP has neither: ∞)."""
+    for tag in ("privacy/epsilon", "privacy/epsilon_record_level"):
+        if final.get(tag) is not None:
+            return float(final[tag])
+    return math.inf
 
 
 def _setting(row: dict[str, Any]) -> tuple:
@@ -126,6 +137,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "dataset": dataset,
                 "mechanism": mechanism,
+                "dp_unit": members[0]["dp_unit"],
                 "target_epsilon": target,
                 "seeds": len(members),
                 "epsilon": float(np.mean(eps)) if all(math.isfinite(e) for e in eps) else math.inf,
@@ -186,7 +198,8 @@ def plot(path: Path, settings: list[dict[str, Any]]) -> None:
         if rows and rows[0]["itempop_test_hr"] is not None:
             ax.axhline(rows[0]["itempop_test_hr"], linestyle=":", color="gray", label=f"{dataset}: ItemPop")
     ax.set_xscale("log")
-    ax.set_xlabel("ε spent (user-level, PLD accountant)")
+    units = sorted({str(s.get("dp_unit")) for s in settings if s.get("dp_unit") not in (None, "none")})
+    ax.set_xlabel(f"ε spent (DP unit: {'; '.join(units) or 'none'}; accountant per run: frontier.md)")
     ax.set_ylabel("test HR@10 (final round, 99 sampled negatives)")
     ax.set_title("Privacy–utility frontier (mean ± 95% CI over seeds)")
     ax.legend(fontsize=7)
@@ -204,12 +217,13 @@ def markdown(settings: list[dict[str, Any]], runs: list[dict[str, Any]], unfinis
         f"# Privacy–utility frontier: `{root}`",
         "",
         "Utility: final-round test HR@10 / NDCG@10 (leave-one-out by time, 99 sampled negatives per user). "
-        "ε: user-level, add/remove one user, Poisson sampling, PLD accountant (dp-accounting) at the δ shown "
-        "in each run's summary. Mean ± 95% CI (Student t) over seeds.",
+        "ε: in the unit of the `DP unit` column (user-level central DP: add/remove one user, Poisson sampling; "
+        "record-level DP-SGD: one interaction, `privacy/epsilon_record_level`), from the accountant and at the δ "
+        "in each run's summary (threat_model). Mean ± 95% CI (Student t) over seeds.",
         "",
-        "| dataset | mechanism | target ε | ε spent | z | seeds | test HR@10 | ± CI | test NDCG@10 | ± CI | "
+        "| dataset | mechanism | DP unit | target ε | ε spent | z | seeds | test HR@10 | ± CI | test NDCG@10 | ± CI | "
         "HR drop vs non-private | ItemPop HR@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in settings:
         lines.append("| " + " | ".join(fmt(s[c]) if c != "seeds" else str(s[c]) for c in UTILITY_COLUMNS) + " |")

@@ -39,7 +39,9 @@ def build_loop(
         rt,
         build_strategy(cfg.strategy, rt.n_nodes),
         mechanism,
-        UserSampler(rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed),
+        UserSampler(
+            rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed, cfg.privacy.secure_rng
+        ),
         callbacks,
         initial_shared=initial_shared,
         device_dir=str(device_dir) if device_dir is not None else None,

@@ -32,6 +32,7 @@ from flwr.serverapp.strategy import Strategy
 from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
 from fedsim.server.aggregation import empty_aggregate, sum_uploads
 from fedsim.server.sampling import UserSampler
@@ -226,7 +227,7 @@ class FederatedLoop:
             for r in replies
         ]
         aggregate = sum_uploads(uploads) if uploads else empty_aggregate(self.rt.model)
-        rng = np.random.default_rng([self.cfg.seed, server_round, 777])
+        rng = dp_rng(self.cfg.privacy.secure_rng, self.cfg.seed, server_round, 777)
         mean_update, metrics = self.mechanism.mean_update(aggregate, rng)
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))

@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsim.privacy.randomness import dp_rng
+
 
 class UserSampler:
     """Draw the cohort of round ``r`` from the ``eligible`` users."""
 
-    def __init__(self, eligible: np.ndarray, participation: float, method: str, seed: int) -> None:
+    def __init__(
+        self, eligible: np.ndarray, participation: float, method: str, seed: int, secure_rng: bool = False
+    ) -> None:
         if method not in ("fixed", "poisson"):
             raise ValueError(f"federation.sampling={method!r} is not allowed; choose one of: fixed, poisson")
         self.eligible = np.sort(np.asarray(eligible, dtype=np.int64))
         self.participation = participation
         self.method = method
         self.seed = seed
+        self.secure_rng = secure_rng  # cohorts from OS entropy (privacy.secure_rng): who took part is not replayable
 
     def sample(self, server_round: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, server_round, 5])
+        rng = dp_rng(self.secure_rng, self.seed, server_round, 5)
         if self.method == "poisson":
             return self.eligible[rng.random(len(self.eligible)) < self.participation]
         if self.participation >= 1.0:

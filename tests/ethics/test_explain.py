@@ -1,6 +1,5 @@
 from conftest import tiny_config
 
-from fedsim.config import ConsentConfig
 from fedsim.data.roles import OPTED_IN, OPTED_OUT
 from fedsim.ethics.explain import explain_user, load_device_embeddings
 from fedsim.ethics.explain_cli import main
@@ -9,8 +8,7 @@ from fedsim.runtime import get_runtime
 
 
 def test_explanations_come_from_the_users_own_history_or_say_fallback(tmp_path, capsys):
-    cfg = tiny_config()
-    cfg.consent = ConsentConfig(opt_out_rate=0.2)
+    cfg = tiny_config("consent=opt_out")
     run(cfg, tmp_path)
     rt = get_runtime(cfg)
     import numpy as np
@@ -21,7 +19,9 @@ def test_explanations_come_from_the_users_own_history_or_say_fallback(tmp_path, 
     explained = explain_user(rt, shared, embeddings[user], user, k=5)
     history = set(rt.split.train_items_of(user).tolist())
     assert len(explained) == 5 and not {e.item for e in explained} & history
-    assert all(e.kind == "personalised" and e.because and {b[0] for b in e.because} <= history for e in explained)
+    assert all(e.kind == "personalised" and {b[0] for b in e.because} <= history for e in explained)
+    # a reason is a history item *similar* to the recommendation; a dissimilar one is never cited
+    assert any(e.because for e in explained) and all(sim > 0 for e in explained for _, _, sim in e.because)
     out_user = int(np.flatnonzero(rt.roles == OPTED_OUT)[0])
     fallback = explain_user(rt, shared, embeddings.get(out_user), out_user, k=3)
     assert all("fallback" in e.kind and not e.because for e in fallback)
@@ -31,3 +31,11 @@ def test_explanations_come_from_the_users_own_history_or_say_fallback(tmp_path, 
     assert main([str(tmp_path), "user=100000"]) == 2
     assert "out of range" in capsys.readouterr().err
     assert main([str(tmp_path / "nope"), "user=1"]) == 2
+
+
+def test_a_centralized_run_is_explained_as_personalised(tmp_path, capsys):
+    cfg = tiny_config("mode=centralized")
+    run(cfg, tmp_path)
+    assert main([str(tmp_path), "user=3", "k=3"]) == 0
+    out = capsys.readouterr().out
+    assert "user 3" in out and "personalised" in out and "fallback" not in out
