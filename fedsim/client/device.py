@@ -56,7 +56,7 @@ def train_shard(
                 steps_per_epoch=int(config["record-steps-per-epoch"]),
                 epochs=rt.cfg.client.epochs,
                 negatives=rt.cfg.client.negatives,
-                seed=rt.cfg.seed,
+                seed=int(rng.integers(2**62)) if config.get("secure-rng", False) else rt.cfg.seed,
                 server_round=server_round,
             ),
         )

@@ -69,5 +69,6 @@ def noise_upload_(
 
 
 def uploads_training_metrics(config: dict[str, Any]) -> bool:
-    """Whether the device may report its training loss and sample counts (not under local DP: they are un-noised)."""
-    return float(config.get("local-noise-std", 0.0)) <= 0 and "local-noise-std" not in config
+    """Whether the device may report its training loss and sample counts: not under local or record-level DP, whose
+    guarantees cover only the noised update (those statistics would leave the device un-noised)."""
+    return "local-noise-std" not in config and "record-clip" not in config

@@ -51,6 +51,7 @@ class RecordDP(NoPrivacy):
         self.negatives = negatives
         self.sample_rate = float(cfg.record_sample_rate)
         self.steps_per_epoch = steps_per_epoch(self.sample_rate)
+        self.secure_rng = bool(cfg.secure_rng)  # device keys its draws with OS entropy (fedsim.privacy.randomness)
         self.target_epsilon = cfg.target_epsilon
         self.max_epsilon = cfg.max_epsilon
         # the worst user takes part in every round: calibrate for rounds × epochs × steps Poisson(q) Gaussian steps
@@ -87,6 +88,7 @@ class RecordDP(NoPrivacy):
             "record-noise": self.z,
             "record-sample-rate": self.sample_rate,
             "record-steps-per-epoch": self.steps_per_epoch,
+            "secure-rng": self.secure_rng,
         }
 
     def _epsilon(self, participations: int) -> float:

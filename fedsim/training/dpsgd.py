@@ -31,7 +31,8 @@ clipped gradient if it is sampled and by nothing otherwise: sensitivity C, and t
 subsampled Gaussian mechanism, ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` (add/remove adjacency). Steps
 compose adaptively over ``steps_per_epoch × epochs`` per round and over every round the user takes part in
 (:class:`fedsim.privacy.record.RecordDP` accounts exactly that; no amplification is claimed from user sampling).
-The seed stands in for the device's private randomness.
+The key's seed stands in for the device's private randomness: the run's seed by default (reproducible, not a
+private release), a fresh OS-entropy value per call under ``privacy.secure_rng`` (:mod:`fedsim.privacy.randomness`).
 
 **Gradients in closed form (MF only).** With score s = <p_u, q_i> + b_i, a record's loss is a function of the scores
 of its slots (the positive and its negatives): with a_s = ∂L/∂s_s, the gradient is Σ_s a_s q_s for p_u and

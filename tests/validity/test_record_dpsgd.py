@@ -208,7 +208,7 @@ def test_reported_epsilon_is_the_pld_of_every_poisson_step_of_the_worst_user():
     )
     config = mechanism.round_config(1)
     assert config["record-steps-per-epoch"] == 4 and config["record-sample-rate"] == q and config["record-noise"] == z
-    assert config["user-weighting"] == "uniform"
+    assert config["user-weighting"] == "uniform" and config["secure-rng"] is False
     for r, participants in enumerate([np.array([0, 1]), np.array([1, 2]), np.array([1])], start=1):
         metrics = mechanism.after_release(r, participants)
     # user 1 took part in all 3 rounds: 3 rounds × 2 epochs × 4 steps of PoissonSampled(0.25, Gaussian(1.3))
