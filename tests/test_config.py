@@ -5,39 +5,76 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from fedsim.cli import CONF_DIR
-from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema, validate
-
-register_schemas()
+from fedsim.cli import CONF_DIR, compose
+from fedsim.config import ConfigError, FedsimConfig, as_dict
+from fedsim.models import build_model
+from fedsim.privacy import build_mechanism
+from fedsim.registry import names
+from fedsim.server.strategy import build_strategy
 
 
 def _compose(*overrides: str) -> FedsimConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_schema(compose(config_name="config", overrides=list(overrides)))
+    return compose(list(overrides))
 
 
-def test_default_config_composes_and_validates():
-    cfg = _compose()
-    assert cfg.dataset.name == "synthetic" and cfg.model.name == "mf" and cfg.mode == "federated"
-
-
-@pytest.mark.parametrize(
-    "override",
-    [
-        "model=neumf",
-        "strategy=fedprox",
-        "strategy=fedavgm",
-        "strategy=fedadam",
-        "dataset=movielens_100k",
-        "mode=centralized",
-    ],
+CONF = Path(CONF_DIR)
+GROUP_OPTIONS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir()
+    if group.is_dir() and group.name != "experiment"
+    for option in group.glob("*.yaml")
 )
-def test_every_group_option_composes(override):
-    _compose(override)
+PRESETS = sorted(option.stem for option in (CONF / "experiment").glob("*.yaml"))
+# options that need more than their group file to be complete (a dataset path, a noise level)
+NEEDS = {
+    ("dataset", "movielens_1m"): ["dataset.path=/nonexistent"],
+    ("privacy", "central"): ["privacy.noise_multiplier=1"],
+    ("privacy", "local"): ["privacy.noise_multiplier=1"],
+    ("privacy", "record"): ["privacy.noise_multiplier=1"],
+}
+
+
+def test_the_config_tree_has_the_groups_the_packages_have():
+    groups = {group for group, _ in GROUP_OPTIONS}
+    assert groups == {"dataset", "model", "client", "federation", "strategy", "privacy", "consent", "attack", "audit"}
+    assert len(GROUP_OPTIONS) >= 20 and PRESETS  # the listing found the files
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS)
+def test_every_group_option_composes_and_builds(group, option):
+    cfg = _compose(f"{group}={option}", *NEEDS.get((group, option), []))
+    if group in ("model", "strategy"):  # the option selects the implementation its file names
+        assert getattr(cfg, group).name == option
+    build_model(cfg.model, 50)
+    build_strategy(cfg.strategy, 4)
+    mechanism = build_mechanism(cfg, 100)
+    assert mechanism.name == cfg.privacy.mechanism
+
+
+PRESET_NEEDS = {"privacy_frontier": ["privacy.target_epsilon=8"]}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_experiment_preset_composes_and_builds(preset):
+    # a sweep preset's swept keys come from its sweeper; give one value of each
+    cfg = _compose(f"+experiment={preset}", *PRESET_NEEDS.get(preset, []))
+    assert cfg.name == preset
+    build_model(cfg.model, 50)
+    build_strategy(cfg.strategy, 4)
+    assert build_mechanism(cfg, 600).name == cfg.privacy.mechanism
+
+
+def test_defaults_have_one_source():
+    """conf/ adds no value of its own to the schema's defaults: `fedsim` with no override runs FedsimConfig()."""
+    assert as_dict(_compose()) == as_dict(FedsimConfig())
+
+
+def test_every_registered_name_has_a_config_file_and_validation_reads_the_registry():
+    files = {group: {option for g, option in GROUP_OPTIONS if g == group} for group in ("model", "strategy")}
+    assert set(names("model")) == files["model"] and set(names("strategy")) == files["strategy"]
+    with pytest.raises(ConfigError, match="choose one of: mf, neumf"):
+        _compose("model.name=transformer")
 
 
 @pytest.mark.parametrize(
@@ -55,10 +92,6 @@ def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as error:
         _compose(*override.split())
     assert key in str(error.value) and "\n" not in str(error.value)
-
-
-def test_validate_accepts_the_defaults():
-    assert validate(FedsimConfig()).seed == 0
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

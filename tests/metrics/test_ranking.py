@@ -59,8 +59,9 @@ def test_constant_scores_get_zero_not_one():
 
 def test_popularity_scores_rank_by_training_counts():
     split = _one_user_split()
-    scores = popularity_scores(split, np.array([0]))
-    assert torch.argmax(scores[0]).item() in (0, 1)
+    scores = popularity_scores(split, np.array([0]), np.array([1, 3, 0, 3, 0, 2]))
+    # counts 3, 3 tie: the lower item id ranks first; then item 5 (2), item 0 (1), items 2 and 4 (0)
+    assert torch.argsort(scores[0], descending=True, stable=True).tolist() == [1, 3, 5, 0, 2, 4]
 
 
 def test_metric_tags_name_sampled_and_full_metrics():
