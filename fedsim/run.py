@@ -7,9 +7,10 @@ in-process grid) or centralized training (same :class:`~fedsim.session.Session`)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from flwr.serverapp import Grid
 
 from fedsim.centralized import train_centralized
 from fedsim.client.app import make_client_app
@@ -30,18 +31,19 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     if cfg.mode != "federated":
         session = Session(rt, run_dir, NoPrivacy(), rt.model.init_shared(cfg.seed))
         session.begin()
-        outcome = train_centralized(rt, session.callbacks)
+        result = train_centralized(rt, session.callbacks)
         np.savez(
             Path(run_dir) / "user_embeddings.npz",
             users=np.arange(rt.split.n_users),
-            embeddings=outcome.pop("user_embeddings"),
+            embeddings=result.pop("user_embeddings"),
         )
-        return session.finish(outcome, outcome.pop("shared", None))
+        return session.finish(result, result.pop("shared", None))
     if cfg.resume_from:
         # refuse a bad resume here, before Ray starts (an error inside the ServerApp would only be logged)
         load_resume(cfg, build_mechanism(cfg, rt.population))
     if cfg.federation.backend == "inprocess":
-        return serve(InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed), cfg, run_dir)
+        grid = cast(Grid, InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))  # duck-typed Grid
+        return serve(grid, cfg, run_dir)
     outcome: dict[str, Any] = {}
     run_federation(
         make_server_app(cfg, run_dir, outcome),

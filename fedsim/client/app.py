@@ -14,6 +14,7 @@ The config reaches the app through :func:`make_client_app`'s closure (``run_simu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -21,6 +22,7 @@ from flwr.clientapp import ClientApp
 
 from fedsim.client.device import evaluate_shard, train_shard
 from fedsim.config import FedsimConfig
+from fedsim.records import arrays_of, config_of, to_record
 from fedsim.runtime import Runtime, get_runtime
 
 STATE_KEY = "fedsim-private"
@@ -44,8 +46,8 @@ def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.nda
                 embeddings = data["embeddings"]
         else:
             embeddings = rt.model.init_private(shard, rt.cfg.seed)
-        context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(embeddings)})
-    return context.state[STATE_KEY]["user-embedding"].numpy()
+        context.state[STATE_KEY] = to_record({"user-embedding": embeddings})
+    return cast(Array, cast(ArrayRecord, context.state[STATE_KEY])["user-embedding"]).numpy()
 
 
 def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
@@ -61,7 +63,7 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     *on the node's own disk* (the simulator's stand-in for each phone's storage, read by ``fedsim-explain``)."""
     partition = int(context.node_config["partition-id"])
     rt = get_runtime(cfg)
-    config = msg.content["config"] if "config" in msg.content else {}
+    config = config_of(msg)
     if "save-dir" in config:
         folder = Path(str(config["save-dir"]))
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,9 +81,9 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
 def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     rt = get_runtime(cfg)
     partition = int(context.node_config["partition-id"])
-    config = dict(msg.content["config"])
+    config = config_of(msg)
     users = np.asarray(config.pop("user-ids"), dtype=np.int64)
-    shared = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    shared = arrays_of(msg)
     all_private = _private_embeddings(context, rt, partition)
     rows = _rows_of(rt, partition, users)
     upload, metrics, new_private, _ = train_shard(
@@ -89,17 +91,15 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     )
     all_private = all_private.copy()
     all_private[rows] = new_private
-    context.state[STATE_KEY] = ArrayRecord({"user-embedding": Array(all_private)})
-    content = RecordDict(
-        {"arrays": ArrayRecord({k: Array(v) for k, v in upload.items()}), "metrics": MetricRecord(metrics)}
-    )
+    context.state[STATE_KEY] = to_record({"user-embedding": all_private})
+    content = RecordDict({"arrays": to_record(upload), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
 def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     rt = get_runtime(cfg)
     partition = int(context.node_config["partition-id"])
-    shared = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+    shared = arrays_of(msg)
     users = rt.shards[partition]
     result, extra = evaluate_shard(rt, users, _private_embeddings(context, rt, partition), shared)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}

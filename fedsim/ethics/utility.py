@@ -49,7 +49,7 @@ class UtilityMonitor(Callback):
     def closing_warnings(self) -> list[str]:
         """The run's warnings, with the final comparison against ItemPop."""
         out = list(self.warnings)
-        if self.last_lift is not None and self.last_lift < 0:
+        if self.last_lift is not None and self.itempop_val is not None and self.last_lift < 0:
             final = self.itempop_val + self.last_lift
             out.append(
                 f"the final model is below ItemPop on validation ({self.val_tag} {final:.4f} vs "

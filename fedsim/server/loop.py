@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -33,6 +33,7 @@ from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.randomness import dp_rng
+from fedsim.records import arrays_of, config_of, metrics_of, to_record
 from fedsim.runtime import Runtime
 from fedsim.server.aggregation import empty_aggregate, sum_uploads
 from fedsim.server.sampling import UserSampler
@@ -127,7 +128,8 @@ class FederatedLoop:
             metrics["time/round_s"] = time.perf_counter() - started
 
             # --- EVALUATION (devices) ----------------------------------------------------------------------------
-            evaluation, extras = None, {}
+            evaluation: UserMetrics | None = None
+            extras: dict[str, np.ndarray] = {}
             if server_round % self.cfg.evaluation.every == 0 or server_round == rounds:
                 t_eval = time.perf_counter()
                 evaluation, extras = self._evaluate(grid, server_round)
@@ -196,16 +198,16 @@ class FederatedLoop:
             for node in grid.get_node_ids()
         ]
         for reply in self._send(grid, messages):
-            self.partition_of_node[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+            self.partition_of_node[reply.metadata.src_node_id] = int(metrics_of(reply)["partition-id"])
 
     def _train_round(
         self, grid: Grid, server_round: int, users: np.ndarray
     ) -> tuple[dict[str, float], dict[str, float]]:
-        arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
+        arrays = to_record(self.shared)
         # The strategy configures the round (server-round, FedProx's proximal-mu, FedOpt's state); we keep its
         # messages but address them to the nodes that host sampled users, with those users' ids.
         messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
-        base = dict(messages[0].content["config"]) if messages else {"server-round": server_round}
+        base: dict[str, Any] = config_of(messages[0]) if messages else {"server-round": server_round}
         base.update(self.mechanism.round_config(server_round))
         to_send = []
         for message in messages:
@@ -221,8 +223,8 @@ class FederatedLoop:
         uploads = [
             (
                 self.partition_of_node[r.metadata.src_node_id],
-                {k: v.numpy() for k, v in r.content["arrays"].items()},
-                dict(r.content["metrics"]),
+                arrays_of(r),
+                {k: float(v) for k, v in metrics_of(r).items()},
             )
             for r in replies
         ]
@@ -252,7 +254,7 @@ class FederatedLoop:
             return candidate
         reply.content = RecordDict(
             {
-                "arrays": ArrayRecord({k: Array(v) for k, v in candidate.items()}),
+                "arrays": to_record(candidate),
                 "metrics": MetricRecord({"num-examples": 1.0}),
             }
         )
@@ -263,7 +265,7 @@ class FederatedLoop:
         return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in new_arrays.items()}
 
     def _evaluate(self, grid: Grid, server_round: int) -> tuple[UserMetrics, dict[str, np.ndarray]]:
-        arrays = ArrayRecord({k: Array(v) for k, v in self.shared.items()})
+        arrays = to_record(self.shared)
         messages = [
             Message(
                 RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
@@ -273,9 +275,10 @@ class FederatedLoop:
             )
             for node in self.partition_of_node
         ]
-        parts, extras = [], {"mia-users": [], "mia-loss": []}
+        parts: list[UserMetrics] = []
+        extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": []}
         for reply in self._send(grid, messages):
-            record = reply.content["metrics"]
+            record = metrics_of(reply)
             users = np.asarray(record["user-ids"], dtype=np.int64)
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
             top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1 if len(users) else 0)
