@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from fedsim.client.device import train_shard
-from fedsim.runtime import get_runtime
-from fedsim.training.local import train_users
 from fedsim.config import DatasetConfig, FedsimConfig
 from fedsim.data.negatives import draw_user_samples
 from fedsim.run import run
+from fedsim.runtime import get_runtime
+from fedsim.training.local import train_users
 
 
 def bench_config(data: str, rounds: int, **federation) -> FedsimConfig:
