@@ -21,6 +21,7 @@ from fedsim.config import PrivacyConfig
 from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import local_sigma_multiplier
 from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
+from fedsim.privacy.participation import Participation
 
 
 class LocalDP(ClippedMechanism):
@@ -36,12 +37,8 @@ class LocalDP(ClippedMechanism):
             else local_sigma_multiplier(float(cfg.target_epsilon), self.delta, rounds)
         )
         # participations per noise level: one count array per z used so far (z changes only by remediation)
-        self.segments: list[tuple[float, np.ndarray]] = [(self.z, np.zeros(population, dtype=np.int64))]
+        self.segments: list[tuple[float, Participation]] = [(self.z, Participation(population))]
         self._eps_cache: dict[tuple, float] = {}
-
-    @property
-    def participations(self) -> np.ndarray:
-        return sum(counts for _, counts in self.segments)
 
     def sigma(self) -> float:
         return self.z * 2.0 * self.clipping_norm
@@ -70,7 +67,8 @@ class LocalDP(ClippedMechanism):
         return self._eps_cache[pattern]
 
     def _patterns(self) -> list[tuple[int, ...]]:
-        matrix = np.stack([counts for _, counts in self.segments], axis=1)
+        length = max(len(part.counts) for _, part in self.segments)
+        matrix = np.stack([np.pad(part.counts, (0, length - len(part.counts))) for _, part in self.segments], axis=1)
         return [tuple(int(x) for x in row) for row in np.unique(matrix, axis=0)]
 
     def worst_epsilon(self, extra_release: bool = False) -> float:
@@ -88,15 +86,12 @@ class LocalDP(ClippedMechanism):
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
-        needed = int(participants.max()) + 1 if len(participants) else 0
-        if needed > len(self.segments[0][1]):  # counts are indexed by user id, which may exceed the population
-            self.segments = [(z, np.pad(c, (0, needed - len(c)))) for z, c in self.segments]
-        self.segments[-1][1][participants] += 1
+        self.segments[-1][1].add(participants)
         return {"privacy/epsilon": self.worst_epsilon(), "privacy/delta": self.delta}
 
     def scale_noise(self, factor: float) -> None:
         self.z *= factor
-        self.segments.append((self.z, np.zeros_like(self.segments[0][1])))
+        self.segments.append((self.z, Participation(len(self.segments[0][1].counts))))
         self._eps_cache.clear()
 
     def max_advantage_bound(self) -> float:
@@ -126,10 +121,10 @@ class LocalDP(ClippedMechanism):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "segments": [[z, counts.tolist()] for z, counts in self.segments]}
+        return {"mechanism": self.name, "segments": [[z, part.state_dict()] for z, part in self.segments]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.segments = [(float(z), np.asarray(c, dtype=np.int64)) for z, c in state["segments"]]
+        self.segments = [(float(z), Participation.from_state(c)) for z, c in state["segments"]]
         self.z = self.segments[-1][0]
         self._eps_cache.clear()

@@ -22,6 +22,7 @@ from fedsim.config import ConfigError, PrivacyConfig
 from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import calibrate_noise
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.privacy.participation import Participation
 
 
 def steps_per_epoch(sample_rate: float) -> int:
@@ -60,7 +61,7 @@ class RecordDP(NoPrivacy):
             if cfg.noise_multiplier is not None
             else calibrate_noise(float(cfg.target_epsilon), self.delta, self.sample_rate, self.steps(rounds))
         )
-        self.participations = np.zeros(population, dtype=np.int64)
+        self.participation = Participation(population)
 
     @classmethod
     def from_config(cls, cfg: Any, population: int) -> RecordDP:
@@ -95,7 +96,7 @@ class RecordDP(NoPrivacy):
         return epsilon_of(self.history(participations), self.delta)
 
     def can_release(self, server_round: int) -> tuple[bool, str]:
-        worst = int(self.participations.max()) if len(self.participations) else 0
+        worst = self.participation.worst()
         if self.max_epsilon is not None and self._epsilon(worst + 1) > self.max_epsilon:
             return False, (
                 f"privacy budget: another round would take the record-level ε above "
@@ -104,11 +105,8 @@ class RecordDP(NoPrivacy):
         return True, ""
 
     def after_release(self, server_round: int, participants: np.ndarray) -> dict[str, float]:
-        needed = int(participants.max()) + 1 if len(participants) else 0
-        if needed > len(self.participations):
-            self.participations = np.pad(self.participations, (0, needed - len(self.participations)))
-        self.participations[participants] += 1
-        worst = int(self.participations.max())
+        self.participation.add(participants)
+        worst = self.participation.worst()
         return {
             "privacy/epsilon_record_level": self._epsilon(worst),
             "privacy/delta": self.delta,
@@ -117,7 +115,7 @@ class RecordDP(NoPrivacy):
 
     def max_advantage_bound(self) -> float:
         """Of a record-membership attack (one interaction), not of a user-membership attack."""
-        worst = int(self.participations.max()) if len(self.participations) else 0
+        worst = self.participation.worst()
         return max_advantage(self.history(worst)) if worst else 0.0
 
     def threat_model(self) -> dict[str, Any]:
@@ -148,8 +146,8 @@ class RecordDP(NoPrivacy):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "participations": self.participations.tolist()}
+        return {"mechanism": self.name, "participations": self.participation.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.participations = np.asarray(state["participations"], dtype=np.int64)
+        self.participation = Participation.from_state(state["participations"])

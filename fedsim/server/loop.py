@@ -32,6 +32,7 @@ from flwr.serverapp.strategy import Strategy
 from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.privacy.participation import Participation
 from fedsim.privacy.randomness import dp_rng
 from fedsim.records import arrays_of, config_of, metrics_of, to_record
 from fedsim.runtime import Runtime
@@ -83,7 +84,7 @@ class FederatedLoop:
         self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
         self.partition_of_node: dict[int, int] = {}
         self.partition_of_user = rt.partition_of_user()
-        self.participations = np.zeros(rt.split.n_users, dtype=np.int64)
+        self.participation = Participation(rt.split.n_users)
         self.stop_reason = ""
         self.rounds_completed = first_round - 1
         self.device_dir = device_dir
@@ -93,12 +94,12 @@ class FederatedLoop:
     def state_dict(self) -> dict[str, Any]:
         return {
             "round": self.rounds_completed,
-            "participations": self.participations.tolist(),
+            "participations": self.participation.state_dict(),
             "strategy": strategy_state(self.strategy),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.participations = np.asarray(state["participations"], dtype=np.int64)
+        self.participation = Participation.from_state(state["participations"])
         load_strategy_state(self.strategy, state.get("strategy", {}))
 
     def _checkpoint(self) -> dict[str, Any]:
@@ -124,7 +125,7 @@ class FederatedLoop:
             # --- TRAINING (devices) ------------------------------------------------------------------------------
             users = self.sampler.sample(server_round)
             metrics, upload_metrics = self._train_round(grid, server_round, users)
-            self.participations[users] += 1
+            self.participation.add(users)
             metrics["time/round_s"] = time.perf_counter() - started
 
             # --- EVALUATION (devices) ----------------------------------------------------------------------------
@@ -179,7 +180,7 @@ class FederatedLoop:
             strategy_state=strategy_state(self.strategy),
             upload_metrics=upload_metrics,
             device_extras=extras,
-            participations=self.participations,
+            participations=self.participation.counts,
         )
         decision = self.callbacks.on_round_end(report)
         return decision if isinstance(decision, Decision) else None

@@ -46,7 +46,7 @@ def test_participants_evaluation_rounds_and_counts(tmp_path):
         assert set(report.participants.tolist()) <= set(rt.eligible.tolist())
         counts[report.participants] += 1
         assert report.metrics["train/users"] == len(report.participants)
-    assert np.array_equal(loop.participations, counts) and counts.sum() > 0
+    assert np.array_equal(loop.participation.counts, counts) and counts.sum() > 0
     assert len(list((tmp_path / "devices").glob("partition_*.npz"))) == rt.n_nodes
 
 
