@@ -235,30 +235,24 @@ class FederatedLoop:
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
-        metrics.update(
-            {
-                "train/loss": aggregate.metrics.get("train-loss-sum", float("nan")) / n,
-                "train/users": float(len(users)),
-                "train/samples": aggregate.metrics.get("samples", float("nan")),
-            }
-        )
+        metrics["train/users"] = float(len(users))
+        if "train-loss-sum" in aggregate.metrics:  # not reported under local or record-level DP (not covered)
+            metrics["train/loss"] = aggregate.metrics["train-loss-sum"] / n
+            metrics["train/samples"] = aggregate.metrics.get("samples", 0.0)
         return metrics, aggregate.metrics
 
     def _apply(self, server_round: int, mean_update: dict[str, torch.Tensor], reply: Message | None) -> dict:
-        """global + mean update, passed through the Flower strategy's server rule (stepping from the loop's model)."""
+        """global + mean update, passed through the Flower strategy's server rule (stepping from the loop's model);
+        ``reply`` is a node's reply whose content is replaced (a fresh message when nobody took part)."""
         items = self.rt.model.unpack_items(mean_update["__items__"])
         candidate = {}
         for name, value in self.shared.items():
             delta = items[name] if name in items else mean_update[name]
             candidate[name] = (torch.as_tensor(value, dtype=torch.float64) + delta).float().numpy()
-        if reply is None:  # nobody took part: the (noised) mean is applied as plain FedAvg would
-            return candidate
-        reply.content = RecordDict(
-            {
-                "arrays": to_record(candidate),
-                "metrics": MetricRecord({"num-examples": 1.0}),
-            }
-        )
+        content = RecordDict({"arrays": to_record(candidate), "metrics": MetricRecord({"num-examples": 1.0})})
+        if reply is None:  # nobody took part: the (noised) mean still goes through the same server rule
+            reply = Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
+        reply.content = content
         sync_current_model(self.strategy, self.shared)
         new_arrays, _ = self.strategy.aggregate_train(server_round, [reply])
         if new_arrays is None:
