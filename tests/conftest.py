@@ -6,10 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsim.cli import compose
 from fedsim.config import FedsimConfig
+
+# One intra-op thread: the runs here are tiny, and on a shared 2-core machine torch's thread pool spin-waits against
+# other processes (measured 30× slower under load). Ray workers set their own (OMP_NUM_THREADS per node).
+torch.set_num_threads(1)
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 

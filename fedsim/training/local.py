@@ -104,6 +104,27 @@ def _masked_adam_(
     param.sub_(torch.where(a, lr * m_hat / (v_hat.sqrt() + eps), torch.zeros_like(param)))
 
 
+def _lazy_adam_rows_(
+    rows: torch.Tensor,
+    index: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: torch.Tensor,
+    p: LocalTrainingParams,
+) -> None:
+    """Lazy (sparse) Adam on item rows, as ``torch.optim.SparseAdam``: only the rows in this minibatch (``index``,
+    repeated rows' gradients summed) update their moments and step count — the rest of a user's rows stay put."""
+    rows_hit, inverse = torch.unique(index, return_inverse=True)
+    summed = torch.zeros(len(rows_hit), rows.shape[1]).index_add_(0, inverse, grad)
+    step[rows_hit] += 1
+    b1, b2 = p.adam_betas
+    m[rows_hit] = b1 * m[rows_hit] + (1 - b1) * summed
+    v[rows_hit] = b2 * v[rows_hit] + (1 - b2) * summed * summed
+    t = step[rows_hit].view(-1, 1)
+    rows[rows_hit] -= p.lr * (m[rows_hit] / (1 - b1**t)) / ((v[rows_hit] / (1 - b2**t)).sqrt() + p.adam_eps)
+
+
 def loss_per_sample(model: RankingModel, user, first_rows, second_rows, dense, label, loss: str) -> torch.Tensor:
     score_first = model.score(user, first_rows, dense)
     if loss == "bpr":
@@ -264,16 +285,7 @@ def _train_chunk(
                 dense_grad = {k: torch.zeros_like(g) for k, g in dense_grad.items()}
             if adam:
                 steps += active.long()
-                uniq, inverse = torch.unique(flat_idx, return_inverse=True)
-                grad = torch.zeros(len(uniq), flat_rows.shape[1]).index_add_(0, inverse, flat_grad)
-                row_step[uniq] += 1
-                b1, b2 = p.adam_betas
-                row_m[uniq] = b1 * row_m[uniq] + (1 - b1) * grad
-                row_v[uniq] = b2 * row_v[uniq] + (1 - b2) * grad * grad
-                t = row_step[uniq].view(-1, 1)
-                flat_rows[uniq] -= (
-                    p.lr * (row_m[uniq] / (1 - b1**t)) / ((row_v[uniq] / (1 - b2**t)).sqrt() + p.adam_eps)
-                )
+                _lazy_adam_rows_(flat_rows, flat_idx, flat_grad, row_m, row_v, row_step, p)
                 _masked_adam_(user, user_grad, user_m, user_v, steps, active, p.lr, p.adam_betas, p.adam_eps)
                 for k in dense:
                     _masked_adam_(
