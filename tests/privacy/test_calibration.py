@@ -7,7 +7,18 @@ from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise
 from fedsim.privacy.clipping import adaptive_clip_update, update_noise_multiplier
 
 
-@pytest.mark.parametrize("target, q, rounds", [(1.0, 0.01, 100), (2.0, 0.01, 100), (8.0, 0.2, 30), (4.0, 1.0, 10)])
+SLOW = pytest.mark.slow  # a PLD calibration at small q and many rounds takes ~10 s on 2 cores
+
+
+@pytest.mark.parametrize(
+    "target, q, rounds",
+    [
+        pytest.param(1.0, 0.01, 100, marks=SLOW),
+        pytest.param(2.0, 0.01, 100, marks=SLOW),
+        (8.0, 0.2, 30),
+        (4.0, 1.0, 10),
+    ],
+)
 def test_calibrated_noise_reaches_the_target_but_never_exceeds_it(target, q, rounds):
     z = calibrate_noise(target, 1e-5, q, rounds)
     eps = epsilon_of([(q, z, rounds)], 1e-5)
