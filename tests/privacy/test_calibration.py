@@ -6,7 +6,6 @@ from fedsim.privacy.accountant import epsilon_of
 from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise, local_sigma_multiplier
 from fedsim.privacy.clipping import adaptive_clip_update, update_noise_multiplier
 
-
 SLOW = pytest.mark.slow  # a PLD calibration at small q and many rounds takes ~10 s on 2 cores
 
 
