@@ -193,6 +193,13 @@ class EvaluationConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Crash-safe checkpoints (fedsim/checkpoint.py): every ``every`` rounds and at the end; 0 = only at the end."""
+
+    every: int = 1
+
+
+@dataclass
 class FedsimConfig:
     """The root config (``conf/config.yaml``)."""
 
@@ -214,6 +221,7 @@ class FedsimConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 LOSSES = ("bce", "bpr")
@@ -458,6 +466,9 @@ def _audit(cfg: FedsimConfig) -> None:
 def _evaluation(cfg: FedsimConfig) -> None:
     e = cfg.evaluation
     _check("evaluation.every", e.every >= 1, "an integer >= 1", e.every)
+    _check(
+        "checkpoint.every", cfg.checkpoint.every >= 0, "0 (only at the end) or an integer >= 1", cfg.checkpoint.every
+    )
     _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
     _check("evaluation.n_negatives", e.n_negatives >= 1, "an integer >= 1", e.n_negatives)
 

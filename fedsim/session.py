@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, CallbackList
+from fedsim.checkpoint import latest, publish, round_dir, save_json, save_npz
 from fedsim.config import ConfigError, FedsimConfig, as_dict
 from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT
 from fedsim.ethics.attacks import reidentification_risk
@@ -30,7 +31,7 @@ from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
 from fedsim.report.run_report import render
 from fedsim.runtime import Runtime
 from fedsim.tracking.progress import ProgressBar
-from fedsim.tracking.recorder import RunRecorder, write_json
+from fedsim.tracking.recorder import RunRecorder
 from fedsim.tracking.tensorboard import TensorBoardCallback
 
 HPARAM_KEYS = (
@@ -51,6 +52,8 @@ HPARAM_KEYS = (
     "privacy.mechanism",
     "privacy.noise_multiplier",
     "privacy.target_epsilon",
+    "privacy.noise_multiplier",
+    "privacy.clipping_norm",
     "privacy.clipping_norm",
 )
 
@@ -171,12 +174,7 @@ class Session:
         """Write the model and the state needed to resume, the summary and the report; return the summary."""
         run_dir = self.run_dir
         if final_model is not None:
-            np.savez(run_dir / "model.npz", **final_model)
-        if self.federated:
-            write_json(run_dir / "privacy_state.json", self.mechanism.state_dict())
-        if loop_state is not None:
-            np.savez(run_dir / "strategy_state.npz", **flatten_state(loop_state["strategy"]))
-            write_json(run_dir / "loop_state.json", {k: v for k, v in loop_state.items() if k != "strategy"})
+            self.save_state(run_dir, final_model, loop_state)
         audit = self.audit
         summary = self.recorder.summary(
             {
@@ -197,6 +195,42 @@ class Session:
         audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
         (run_dir / "report.md").write_text(render(summary, self.monitor.latest_tables, audit_payload, explanations))
         return summary
+
+    def save_state(self, folder: Path, shared: dict[str, np.ndarray], loop_state: dict[str, Any] | None = None) -> None:
+        """Everything a resumed run needs, each file atomically: model, accountant, strategy, loop, callbacks."""
+        folder.mkdir(parents=True, exist_ok=True)
+        save_npz(folder / "model.npz", shared)
+        if not self.federated:
+            return
+        save_json(folder / "privacy_state.json", self.mechanism.state_dict())
+        if loop_state is not None:
+            save_npz(folder / "strategy_state.npz", flatten_state(loop_state["strategy"]))
+            save_json(folder / "loop_state.json", {k: v for k, v in loop_state.items() if k != "strategy"})
+        callbacks: dict[str, Any] = {"utility": self.utility.state_dict()}
+        if self.audit is not None:
+            audit = self.audit.state_dict()
+            arrays = {f"shared/{k}": v for k, v in self.audit.checkpoint["shared"].items()}
+            arrays.update({f"strategy/{k}": v for k, v in flatten_state(audit.pop("checkpoint_strategy")).items()})
+            save_npz(folder / "audit_model.npz", arrays)
+            callbacks["audit"] = audit
+        save_json(folder / "callbacks.json", callbacks)
+
+    def checkpoint(self, server_round: int, shared: dict[str, np.ndarray], loop_state: dict[str, Any]) -> None:
+        """Write round ``server_round``'s state into its checkpoint folder and publish it (the devices have already
+        stored their embeddings in its ``devices/``)."""
+        self.save_state(round_dir(self.run_dir, server_round), shared, loop_state)
+        publish(self.run_dir, server_round)
+
+    def restore(self, resume: dict[str, Any]) -> None:
+        """Give the callbacks their state from the checkpoint a run resumes from."""
+        callbacks = resume.get("callbacks", {})
+        if "utility" in callbacks:
+            self.utility.load_state_dict(callbacks["utility"])
+        if self.audit is not None and "audit" in callbacks:
+            arrays = resume["audit_arrays"]
+            shared = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("shared/")}
+            strategy = unflatten_state({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("strategy/")})
+            self.audit.load_state_dict({**callbacks["audit"], "checkpoint_strategy": strategy}, shared)
 
     def _explain_examples(self, shared: dict[str, np.ndarray] | None) -> list[str]:
         rt, n_users = self.rt, self.cfg.audit.explain_users
@@ -234,17 +268,23 @@ RESUME_MUST_MATCH = (
 
 
 def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[str, Any]:
-    """What the run in ``resume_from`` left to continue from: rounds done, shared model, loop and strategy state.
+    """What the run in ``resume_from`` left to continue from — its latest checkpoint (an interrupted run) or its final
+    state (a finished one): rounds done, shared model, loop, strategy and callback state.
 
-    Loads its privacy state into ``mechanism`` when given. Devices reload their own private embeddings from that
-    run's ``devices/`` (see :mod:`fedsim.client.app`). Raises :class:`ConfigError` (one line) when it cannot resume.
+    Loads its privacy state into ``mechanism`` when given. Devices reload their own private embeddings from the same
+    place (:func:`fedsim.checkpoint.device_dir`). Raises :class:`ConfigError` (one line) when it cannot resume.
     """
     old = Path(cfg.resume_from or "")
-    needed = ("summary.json", "model.npz", "privacy_state.json")
     if cfg.mode != "federated":
         raise ConfigError("resume_from continues a federated run; mode=centralized cannot resume")
-    if not all((old / name).is_file() for name in needed):
-        raise ConfigError(f"resume_from={old}: not a finished federated fedsim run (needs {', '.join(needed)})")
+    found = latest(old)
+    source = found[1] if found else old
+    needed = ("model.npz", "privacy_state.json")
+    if not (old / "summary.json").is_file() or not all((source / name).is_file() for name in needed):
+        raise ConfigError(
+            f"resume_from={old}: not a fedsim federated run with a checkpoint (needs summary.json and a "
+            "checkpoint/ or a finished run's model.npz and privacy_state.json)"
+        )
     summary = json.loads((old / "summary.json").read_text())
     previous, current = summary["config"], as_dict(cfg)
     for dotted in RESUME_MUST_MATCH:
@@ -253,23 +293,28 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[s
             a, b = a.get(part), b.get(part)
         if a != b:
             raise ConfigError(f"resume_from: {dotted} differs from the earlier run ({a!r} there, {b!r} here)")
-    done = int(summary["rounds_completed"])
+    done = found[0] if found else int(summary["rounds_completed"])
     if done >= cfg.federation.rounds:
         raise ConfigError(
             f"resume_from: the earlier run already completed {done} rounds; set federation.rounds above {done}"
         )
-    state = json.loads((old / "privacy_state.json").read_text())
     if mechanism is not None:
-        mechanism.load_state_dict(state)
+        mechanism.load_state_dict(json.loads((source / "privacy_state.json").read_text()))
         mechanism.continue_for(cfg.federation.rounds, done)
-    with np.load(old / "model.npz") as data:
-        shared = {name: data[name] for name in data.files}
-    resume: dict[str, Any] = {"done": done, "shared": shared}
-    if (old / "loop_state.json").is_file() and (old / "strategy_state.npz").is_file():
-        with np.load(old / "strategy_state.npz") as data:
-            strategy = unflatten_state({name: data[name] for name in data.files})
-        resume["loop_state"] = {**json.loads((old / "loop_state.json").read_text()), "strategy": strategy}
+    resume: dict[str, Any] = {"done": done, "shared": _load_npz(source / "model.npz")}
+    if (source / "loop_state.json").is_file() and (source / "strategy_state.npz").is_file():
+        strategy = unflatten_state(_load_npz(source / "strategy_state.npz"))
+        resume["loop_state"] = {**json.loads((source / "loop_state.json").read_text()), "strategy": strategy}
+    if (source / "callbacks.json").is_file():
+        resume["callbacks"] = json.loads((source / "callbacks.json").read_text())
+        if (source / "audit_model.npz").is_file():
+            resume["audit_arrays"] = _load_npz(source / "audit_model.npz")
     return resume
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
 
 
 def flatten_state(state: dict[str, Any]) -> dict[str, np.ndarray]:

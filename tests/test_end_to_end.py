@@ -91,7 +91,7 @@ def test_a_resumed_run_continues_model_devices_and_epsilon(tmp_path):
     assert resumed["final"]["test/hr@10"] == pytest.approx(straight["final"]["test/hr@10"], abs=1e-9)
     assert resumed["final"]["test/ndcg@10"] == pytest.approx(straight["final"]["test/ndcg@10"], abs=1e-6)
     # resuming needs a finished run with the same data, model and mechanism
-    with pytest.raises(ConfigError, match="not a finished federated fedsim run"):
+    with pytest.raises(ConfigError, match="not a fedsim federated run with a checkpoint"):
         run(dp_config(4, str(tmp_path / "nowhere")), tmp_path / "x")
     other = dp_config(6, str(tmp_path / "first"))
     other.seed = 1

@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsim.checkpoint import device_dir, save_npz
 from fedsim.client.device import evaluate_shard, train_shard
 from fedsim.config import FedsimConfig
 from fedsim.records import arrays_of, config_of, to_record
@@ -31,11 +32,12 @@ STATE_KEY = "fedsim-private"
 def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
     """The shard's private user embeddings, created on first use and kept in the node's ``context.state``.
 
-    When resuming (``resume_from``), the node reloads what it stored on its own disk at the end of the earlier run.
+    When resuming (``resume_from``), the node reloads what it stored on its own disk at the earlier run's last
+    checkpoint (or its end).
     """
     if STATE_KEY not in context.state:
         shard = rt.shards[partition]
-        saved = Path(rt.cfg.resume_from or "", "devices", f"partition_{partition:05d}.npz")
+        saved = device_dir(rt.cfg.resume_from or "") / f"partition_{partition:05d}.npz"
         if rt.cfg.resume_from and saved.is_file():
             with np.load(saved) as data:
                 if not np.array_equal(data["users"], shard):
@@ -67,11 +69,8 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     if "save-dir" in config:
         folder = Path(str(config["save-dir"]))
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            folder / f"partition_{partition:05d}.npz",
-            users=rt.shards[partition],
-            embeddings=_private_embeddings(context, rt, partition),
-        )
+        arrays = {"users": rt.shards[partition], "embeddings": _private_embeddings(context, rt, partition)}
+        save_npz(folder / f"partition_{partition:05d}.npz", arrays)
     return Message(
         RecordDict({"metrics": MetricRecord({"partition-id": partition, "num-users": len(rt.shards[partition])})}),
         reply_to=msg,

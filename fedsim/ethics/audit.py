@@ -72,6 +72,24 @@ class AuditCallback(Callback):
         self.k_metric = "val/hr@10"
         self.breached: set[str] = set()  # warn rules currently in breach (console says each episode once)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to gate exactly as an uninterrupted one (the checkpoint's arrays separately)."""
+        return {
+            "best_val": self.best_val,
+            "breached": sorted(self.breached),
+            "checkpoint_round": self.checkpoint["round"],
+            "checkpoint_strategy": self.checkpoint["strategy"],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], shared: dict[str, np.ndarray]) -> None:
+        self.best_val = state["best_val"]
+        self.breached = set(state["breached"])
+        self.checkpoint = {
+            "round": state["checkpoint_round"],
+            "shared": shared,
+            "strategy": state["checkpoint_strategy"],
+        }
+
     def on_run_begin(self, info: dict[str, Any]) -> None:
         self.k_metric = f"val/hr@{info.get('evaluation_k', 10)}"
         self._write()

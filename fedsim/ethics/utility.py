@@ -28,6 +28,12 @@ class UtilityMonitor(Callback):
         self._diverged = False
         self.last_lift: float | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss, "diverged": self._diverged, "last_lift": self.last_lift}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first_loss, self._diverged, self.last_lift = state["first_loss"], state["diverged"], state["last_lift"]
+
     def on_run_begin(self, info: dict[str, Any]) -> None:
         self.itempop_val = info.get("baselines", {}).get("ItemPop", {}).get(self.val_tag)
 

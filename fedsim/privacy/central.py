@@ -62,6 +62,7 @@ class CentralDP(ClippedMechanism):
             self.z_update = self.z
         self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
         self._flower = None
+        self._flower_releases: list[tuple[float, int]] = []  # (z, participants) per round: the contrast's state
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
@@ -137,7 +138,8 @@ class CentralDP(ClippedMechanism):
         from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, RdpAccountant, SamplingMethod
         from flwr.serverapp import PrivacyConfig as FlowerPrivacyConfig
 
-        if self._flower is None:
+        self._flower_releases.append((self.z, max(participants, 1)))
+        if self._flower is None:  # first use, or after a resume: replay every release so far
             self._flower = RdpAccountant(
                 FlowerPrivacyConfig(
                     target_delta=self.delta,
@@ -146,12 +148,12 @@ class CentralDP(ClippedMechanism):
                     sampling_method=SamplingMethod.NO_AMPLIFICATION,
                 )
             )
-        self._flower.compose(
-            GaussianPrivacyEvent(
-                noise_multiplier=self.z, sample_size=max(participants, 1), population_size=self.population
-            ),
-            count=1,
-        )
+            pending = self._flower_releases
+        else:
+            pending = self._flower_releases[-1:]
+        for z, size in pending:
+            event = GaussianPrivacyEvent(noise_multiplier=z, sample_size=size, population_size=self.population)
+            self._flower.compose(event, count=1)
         return float(self._flower.get_epsilon(self.delta))
 
     def scale_noise(self, factor: float) -> None:
@@ -207,7 +209,14 @@ class CentralDP(ClippedMechanism):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "accountant": self.accountant.state_dict(), "clipping_norm": self.clipping_norm}
+        return {
+            "mechanism": self.name,
+            "accountant": self.accountant.state_dict(),
+            "clipping_norm": self.clipping_norm,
+            "z": self.z,
+            "z_update": self.z_update,
+            "flower_releases": [list(r) for r in self._flower_releases],
+        }
 
     def continue_for(self, rounds: int, done: int) -> None:
         """With ``target_epsilon``, recalibrate z for the rounds still to come, charging the rounds already spent, so
@@ -233,6 +242,9 @@ class CentralDP(ClippedMechanism):
         super().load_state_dict(state)
         self.accountant.load_state_dict(state["accountant"])
         self.delta = self.accountant.delta  # every report uses the accountant's δ
+        self._flower, self._flower_releases = None, [(float(z), int(n)) for z, n in state.get("flower_releases", [])]
+        if "z" in state:  # the noise in force (an audit remediation may have raised it)
+            self.z, self.z_update = float(state["z"]), float(state["z_update"])
         if self.adaptive:
             self.accountant.history = [
                 (q, update_noise_multiplier(z, self.count_stddev), n, self.count_stddev)

@@ -7,6 +7,7 @@ gives it, and writes the run's files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.callbacks import Callback
+from fedsim.checkpoint import round_dir
 from fedsim.config import FedsimConfig
 from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
@@ -60,6 +62,14 @@ def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     initial = resume["shared"] if resume else rt.model.init_shared(cfg.seed)
     session = Session(rt, run_dir, mechanism, initial)
     loop = build_loop(cfg, session.callbacks, mechanism, initial, Path(run_dir) / "devices", resume)
+    if resume:
+        session.restore(resume)
+
+    def checkpoint(server_round: int, loop_state: dict[str, Any], save_devices: Callable[[Path], None]) -> None:
+        save_devices(round_dir(run_dir, server_round) / "devices")
+        session.checkpoint(server_round, loop.shared, loop_state)
+
+    loop.checkpointer = checkpoint
     session.begin()
     outcome = loop.run(grid)
     return session.finish(outcome, loop.shared, loop.state_dict())

@@ -21,6 +21,8 @@ rollback restores the first two; the accountant is never rolled back (a release 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +91,10 @@ class FederatedLoop:
         self.rounds_completed = first_round - 1
         self.device_dir = device_dir
         self.first_round = first_round
+        # writes a checkpoint: called with (round, loop state, a function that has the nodes store their devices in a
+        # folder); set by fedsim.server.app.serve
+        self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], None]], None] | None = None
+        self.checkpointed = first_round - 1
 
     # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -150,6 +156,10 @@ class FederatedLoop:
                 if decision.stop:
                     self.stop_reason = decision.reason
                     break
+            if self.cfg.checkpoint.every and server_round % self.cfg.checkpoint.every == 0:
+                self._checkpoint(grid, server_round)
+        if self.rounds_completed > self.checkpointed:
+            self._checkpoint(grid, self.rounds_completed)
         if self.rounds_completed >= self.first_round and last_eval_round != self.rounds_completed:
             # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
             evaluation, extras = self._evaluate(grid, self.rounds_completed)
@@ -289,13 +299,20 @@ class FederatedLoop:
         return UserMetrics.concat(parts), device_extras
 
     # --- helpers -------------------------------------------------------------------------------------------------
-    def _save_devices(self, grid: Grid) -> None:
+    def _checkpoint(self, grid: Grid, server_round: int) -> None:
+        """The devices store their embeddings in the round's checkpoint folder, then the server writes the rest."""
+        if self.checkpointer is None:
+            return
+        self.checkpointer(server_round, self.state_dict(), lambda folder: self._save_devices(grid, str(folder)))
+        self.checkpointed = server_round
+
+    def _save_devices(self, grid: Grid, folder: str | None = None) -> None:
         """Ask every node to store its users' private embeddings on its own disk (read by ``fedsim-explain``)."""
         self._send(
             grid,
             [
                 Message(
-                    RecordDict({"config": ConfigRecord({"save-dir": self.device_dir or ""})}),
+                    RecordDict({"config": ConfigRecord({"save-dir": folder or self.device_dir or ""})}),
                     node,
                     MessageType.QUERY,
                     group_id="save-device-state",
