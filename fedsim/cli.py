@@ -1,18 +1,42 @@
 """``fedsim``: the Hydra entry point. Compose the config, validate it, run, print the summary.
 
-Bad input (a value out of range, a missing data file) ends with one line naming what is wrong and what is
-allowed, exit code 2, and no traceback; Hydra itself rejects unknown keys and group options.
+Bad input — a value out of range, an unknown key or group option, a missing or malformed data file, an output folder
+that cannot be written or already holds a run, a bad ``resume_from`` — ends with one line naming what is wrong and
+what is allowed, exit code 2, no traceback, and no folder left behind.
+
+Why the output handling looks the way it does:
+
+* Hydra creates the run folder and writes ``.hydra/`` into it *before* it calls the task function, so validating
+  there is too late to avoid a junk folder per typo. :func:`main` therefore composes and validates the single-run
+  config first (:func:`preflight`) and only then hands over to Hydra. What can only fail later (data files are read
+  inside :func:`fedsim.run.run`; ``--multirun`` jobs skip the preflight) removes the run folder again — but only a
+  folder this process created that holds nothing but Hydra's own files (:func:`discard`): nothing already written
+  is ever deleted.
+* Run folders never collide: ``hydra.run.dir`` and ``hydra.sweep.dir`` go through the ``fedsim.run_dir`` resolver,
+  which claims the timestamped folder with an atomic ``mkdir`` and appends ``_2``, ``_3``, ... when a run started in
+  the same second already took it (names stay readable and sort in start order).
+* An explicit ``output_dir`` is the run folder itself (``.hydra/`` included). One that already holds a run
+  (``summary.json`` or ``metrics.jsonl``) is refused rather than mixed: continuing a run is ``resume_from``, which
+  writes to a new folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
@@ -21,6 +45,164 @@ register_schemas()
 
 # conf/ sits beside the package in the repository (the README installs with `pip install -e .`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+RUN_FILES = ("summary.json", "metrics.jsonl")  # a folder holding either already belongs to a run
+HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})  # what Hydra writes into .hydra/
+# lines of Hydra/OmegaConf error messages that locate the error in Hydra's internals, not in the user's input
+_NOISE = ("full_key:", "reference_type=", "object_type=", "Set the environment variable HYDRA_FULL_ERROR",
+          "Config search path", "provider=", "See https://hydra.cc")  # fmt: skip
+
+_created: set[Path] = set()  # folders this process created: the only ones an aborted run may remove
+_refusals: dict[Path, str] = {}  # stand-in folder -> why the intended run folder could not be used
+
+
+def _absolute(path: str | Path) -> Path:
+    """Absolute and normalised like Hydra's ``hydra.runtime.output_dir`` (``os.path.abspath``), so paths compare."""
+    return Path(os.path.abspath(path))
+
+
+def _reason(error: OSError) -> str:
+    """``Permission denied`` / ``No such file or directory (/proc/x)``: the OS's words, without a traceback."""
+    reason = error.strerror or str(error)
+    return f"{reason} ({error.filename})" if error.filename else reason
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` that remembers which folders it created, so that an aborted run removes exactly those."""
+    path = _absolute(path)
+    for folder in reversed([p for p in (path, *path.parents) if not p.is_dir()]):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # made by a concurrent run meanwhile (theirs, not ours), or a file: the next mkdir says so
+        _created.add(folder)
+
+
+def _probe_writable(path: Path) -> None:
+    """Create ``path`` and a temporary file in it: permissions, read-only mounts and pseudo file systems such as
+    ``/proc`` all fail here, before anything runs, instead of as a traceback after the data is loaded."""
+    _make_dirs(path)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".fedsim-write-test-"):
+        pass
+
+
+def claim(base: Path) -> Path:
+    """A folder at ``base`` that no other run uses, created by this call: ``base`` itself or, when taken (a run with
+    the same name started in the same second), ``base_2``, ``base_3``, ... ``os.mkdir`` fails when the folder exists,
+    so of two concurrent runs exactly one gets each name."""
+    number, retries = 1, 3
+    while True:
+        candidate = base if number == 1 else base.with_name(f"{base.name}_{number}")
+        _make_dirs(candidate.parent)
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        except FileNotFoundError:
+            # a concurrent aborted run removed the (then empty) parent between the two mkdirs: make it again
+            retries -= 1
+            if retries == 0:
+                raise
+            continue
+        _created.add(_absolute(candidate))
+        return candidate
+
+
+def output_problem(path: Path) -> str | None:
+    """Why an explicit ``output_dir`` cannot take a new run (it holds one, or cannot be written), else None."""
+    held = [name for name in RUN_FILES if (path / name).exists()]
+    if held:
+        return (
+            f"output_dir={path} already holds a run ({', '.join(held)}); choose a new folder "
+            "(resume_from=<that run> continues a finished run into a new output_dir)"
+        )
+    try:
+        _probe_writable(path)
+    except OSError as error:
+        return f"output_dir={path} is not writable: {_reason(error)}"
+    return None
+
+
+def _run_dir(output_dir: str | None, default: str) -> str:
+    """The ``fedsim.run_dir`` resolver behind ``hydra.run.dir``/``hydra.sweep.dir``: ``output_dir`` when given and
+    fit for a new run, else a new folder claimed at ``default`` (see :func:`claim`).
+
+    Hydra writes ``.hydra/`` into the folder returned here before fedsim can refuse anything, so a folder that must
+    not be touched (it holds a run, or cannot be written) is swapped for a throw-away stand-in; the task function
+    then refuses with one line and removes the stand-in.
+    """
+    if output_dir is not None:
+        problem = output_problem(Path(output_dir))
+        if problem is None:
+            return output_dir
+    else:
+        try:
+            folder = claim(Path(default))
+            _probe_writable(folder)
+            return str(folder)
+        except OSError as error:
+            problem = f"the run folder {default} is not writable: {_reason(error)} (set output_dir=<a writable folder>)"
+    stand_in = _absolute(tempfile.mkdtemp(prefix="fedsim-refused-"))
+    _created.add(stand_in)
+    _refusals[stand_in] = problem
+    return str(stand_in)
+
+
+if not OmegaConf.has_resolver("fedsim.run_dir"):
+    # cached: Hydra resolves hydra.run.dir more than once per run, and each resolution must not claim a new folder
+    OmegaConf.register_new_resolver("fedsim.run_dir", _run_dir, use_cache=True)
+
+
+def discard(folder: Path, job_log: str) -> None:
+    """Remove ``folder`` after a refused run when this process created it (it, or a folder above it, such as a
+    sweep's) and it holds only what Hydra wrote before fedsim refused: ``.hydra/`` and an empty ``<job>.log``.
+    Then remove the parents this process created and left empty (a sweep folder may keep Hydra's
+    ``multirun.yaml``). Anything else in the folder keeps it whole: nothing already written is lost."""
+    folder = _absolute(folder)
+    if not folder.is_dir() or not any(p in _created for p in (folder, *folder.parents)):
+        return
+    removable: list[Path] = []
+    for entry in folder.iterdir():
+        if entry.name == ".hydra" and entry.is_dir() and not entry.is_symlink():
+            inside = list(entry.iterdir())
+            if not all(f.name in HYDRA_FILES and f.is_file() for f in inside):
+                return
+            removable += inside
+        elif entry.name == job_log and entry.is_file() and entry.stat().st_size == 0:
+            removable.append(entry)
+        else:
+            return
+    for file in removable:
+        file.unlink()
+    if (folder / ".hydra").is_dir():
+        (folder / ".hydra").rmdir()
+    folder.rmdir()
+    for parent in folder.parents:
+        if parent not in _created:
+            break
+        if [p.name for p in parent.iterdir()] == ["multirun.yaml"]:
+            (parent / "multirun.yaml").unlink()
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run (or the user) has something there
+            break
+
+
+def one_line(error: HydraException | OmegaConfBaseException) -> str:
+    """A Hydra composition error as one line in fedsim's style (Hydra prints five to ten lines, exit code 1)."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        return f"{group}={option} is not an option; choose one of: {', '.join(error.options)}"
+    cause = error.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and is_dataclass(cause.object_type):
+        known = sorted(f.name for f in fields(cause.object_type))
+        return f"unknown key {cause.full_key!r} in {cause.object_type.__name__}; allowed: {', '.join(known)}"
+    if isinstance(cause, ValidationError) and cause.full_key:
+        return f"{cause.full_key}: {str(cause).splitlines()[0]}"
+    lines = str(error).splitlines() + (str(cause).splitlines() if cause is not None else [])
+    kept = [line.strip() for line in lines if line.strip() and not line.strip().startswith(_NOISE)]
+    return "; ".join(kept) or type(error).__name__
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
@@ -35,21 +217,88 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
         return to_schema(hydra_compose(config_name="config", overrides=list(overrides)))
 
 
+def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
+    """Validate what ``fedsim <arguments>`` will run before Hydra creates a folder; raises :class:`ConfigError`.
+
+    Returns None (Hydra alone decides) for Hydra's own flags (``--multirun``, ``--cfg``, ``--help``, ...) and sweeps,
+    whose jobs are validated one by one in the task function, and under ``HYDRA_FULL_ERROR=1`` for Hydra's errors.
+    """
+    if any(argument.startswith("-") for argument in arguments):
+        return None
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="cli"):
+            cfg = hydra_compose(config_name="config", overrides=list(arguments), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return None
+        raise ConfigError(one_line(error)) from error
+    finally:
+        GlobalHydra.instance().clear()  # hydra.main initialises its own
+    if cfg.hydra.mode == RunMode.MULTIRUN:
+        return None
+    with open_dict(cfg):
+        del cfg["hydra"]  # resolving it would claim a run folder
+    config = to_schema(cfg)
+    if config.output_dir:
+        problem = output_problem(Path(config.output_dir))
+        if problem is not None:
+            raise ConfigError(problem)
+    return config
+
+
+def _fail(error: Exception) -> NoReturn:
+    print(f"fedsim: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
+    """Hydra's task function: one run (one job of a sweep) into Hydra's run folder or ``output_dir``."""
     if not cfg.get("verbose", False):
         logging.getLogger().setLevel(logging.WARNING)  # Hydra's job logging is INFO; keep the console clean
+    hydra_cfg = HydraConfig.get()
+    hydra_dir = _absolute(hydra_cfg.runtime.output_dir)
+    run_dir = hydra_dir
     try:
         config = to_schema(cfg)
+        refusal = next((_refusals[p] for p in (hydra_dir, *hydra_dir.parents) if p in _refusals), None)
+        if refusal is not None:
+            raise ConfigError(refusal)
+        if config.output_dir:
+            run_dir = _absolute(config.output_dir)
+            problem = output_problem(run_dir)  # a sweep job, or hydra.run.dir overridden: not checked yet
+            if problem is not None:
+                raise ConfigError(problem)
         from fedsim.run import print_summary, run  # heavy imports (torch, flwr) after validation
 
-        run_dir = config.output_dir or HydraConfig.get().runtime.output_dir
-        summary = run(config, run_dir)
+        summary = run(config, config.output_dir or hydra_cfg.runtime.output_dir)
     except (ConfigError, DatasetError) as error:
-        print(f"fedsim: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        for folder in {hydra_dir, run_dir}:
+            discard(folder, f"{hydra_cfg.job.name}.log")
+        _fail(error)
     print_summary(summary)
+    if str(summary.get("stop_reason", "")).startswith("interrupted"):
+        print(
+            f"fedsim: {summary['stop_reason']} — continue with: fedsim resume_from={summary.get('run_dir')} "
+            "(and the same overrides)",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     return summary.get("best", {}).get(f"val/hr@{config.evaluation.k}")
+
+
+def main() -> Any:
+    """The ``fedsim`` command: :func:`preflight`, then Hydra (which parses ``sys.argv`` itself)."""
+    try:
+        preflight(sys.argv[1:])
+    except ConfigError as error:
+        _fail(error)
+    return run_job()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,14 @@ class FederationConfig:
     num_cpus_per_node: float = 1.0
     max_concurrent_nodes: int = 0
     timeout_s: float = 3600.0
+    dropout: float = 0.0
+    availability: float = 1.0
+    availability_attribute: str | None = None
+    availability_by_group: dict[str, float] = field(default_factory=dict)
+    straggler_sigma: float = 0.0
+    deadline_s: float = 0.0
+    fail_fast: bool = False
+    node_crash_prob: float = 0.0
 
 
 @dataclass
@@ -333,6 +341,15 @@ def _federation(cfg: FedsimConfig) -> None:
         f.max_concurrent_nodes,
     )
     _positive("federation.timeout_s", f.timeout_s)
+    _check("federation.dropout", 0.0 <= f.dropout < 1.0, "0 <= probability < 1", f.dropout)
+    _check("federation.availability", 0.0 < f.availability <= 1.0, "0 < probability <= 1", f.availability)
+    for group, probability in f.availability_by_group.items():
+        _check(f"federation.availability_by_group.{group}", 0.0 < probability <= 1.0, "0 < p <= 1", probability)
+    if f.availability_by_group and f.availability_attribute is None:
+        raise ConfigError("federation.availability_by_group needs federation.availability_attribute (a user attribute)")
+    _check("federation.straggler_sigma", f.straggler_sigma >= 0, "a number >= 0", f.straggler_sigma)
+    _check("federation.deadline_s", f.deadline_s >= 0, "0 (no deadline) or seconds > 0", f.deadline_s)
+    _check("federation.node_crash_prob", 0.0 <= f.node_crash_prob < 1.0, "0 <= probability < 1", f.node_crash_prob)
 
 
 def _strategy(cfg: FedsimConfig) -> None:

@@ -20,12 +20,18 @@ from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.runtime import get_runtime
 from fedsim.server.app import make_server_app, serve
 from fedsim.session import Session, load_resume
-from fedsim.simulation import InProcessGrid, quiet_flower, run_federation
+from fedsim.simulation import InProcessGrid, quiet_flower, run_federation, stop_on_interrupt
 from fedsim.tracking.progress import format_summary
 
 
 def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary."""
+    """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary (a first Ctrl-C stops the run after
+    the round in progress, with its checkpoint and files written: ``stop_reason`` says so)."""
+    with stop_on_interrupt():
+        return _run(cfg, run_dir)
+
+
+def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     quiet_flower(cfg.verbose)
     rt = get_runtime(cfg)
     if cfg.mode != "federated":

@@ -6,16 +6,42 @@ ServerApp/ClientApp pair with closures as config; if it goes away, only this mod
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import signal
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
+
+STOP_REQUESTED = threading.Event()  # set by the first Ctrl-C; the round loop stops after the round in progress
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """The first SIGINT asks the run to stop after the current round (checkpoint, files, one line); a second one
+    interrupts at once. Only the main thread may install signal handlers: elsewhere this does nothing."""
+    STOP_REQUESTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def quiet_flower(verbose: bool) -> None:
@@ -117,5 +143,9 @@ class InProcessGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = []
         for message in messages:
-            replies.append(self.client_app(message, self.contexts[message.metadata.dst_node_id]))
+            try:
+                replies.append(self.client_app(message, self.contexts[message.metadata.dst_node_id]))
+            except Exception as error:  # as Flower's engine does: a raising ClientApp becomes an error reply
+                reply = Message(Error(code=0, reason=f"{type(error).__name__}: {error}"), reply_to=message)
+                replies.append(reply)
         return replies

@@ -86,3 +86,22 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_stops_after_the_round_with_a_checkpoint_and_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    process = _start(f"output_dir={run_dir}", "federation.rounds=200", cwd=tmp_path)
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None and not (latest(run_dir) and latest(run_dir)[0] >= 2):
+        time.sleep(0.02)
+    sent = time.time()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    stopped_after = time.time() - sent
+    err = err.decode()
+    assert process.returncode == 130 and stopped_after < 5.0
+    assert "Traceback" not in err and "interrupted after round" in err and f"resume_from={run_dir}" in err
+    done = latest(run_dir)[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds_completed"] == done and summary["stop_reason"] == f"interrupted after round {done}"

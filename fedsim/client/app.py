@@ -81,6 +81,9 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     rt = get_runtime(cfg)
     partition = int(context.node_config["partition-id"])
     config = config_of(msg)
+    crash = float(config.get("crash-prob", 0.0))
+    if crash > 0 and np.random.default_rng([cfg.seed, int(config["server-round"]), partition, 66]).random() < crash:
+        raise RuntimeError(f"injected fault: node {partition} crashed (federation.node_crash_prob={crash:g})")
     users = np.asarray(config.pop("user-ids"), dtype=np.int64)
     shared = arrays_of(msg)
     all_private = _private_embeddings(context, rt, partition)

@@ -39,8 +39,10 @@ from fedsim.privacy.randomness import dp_rng
 from fedsim.records import arrays_of, config_of, metrics_of, to_record
 from fedsim.runtime import Runtime
 from fedsim.server.aggregation import empty_aggregate, sum_uploads
+from fedsim.server.reporting import DeviceBehaviour
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import load_strategy_state, strategy_state, sync_current_model
+from fedsim.simulation import STOP_REQUESTED
 
 
 class FederatedLoop:
@@ -86,6 +88,7 @@ class FederatedLoop:
         self.shared = initial_shared or rt.model.init_shared(rt.cfg.seed)
         self.partition_of_node: dict[int, int] = {}
         self.partition_of_user = rt.partition_of_user()
+        self.behaviour = DeviceBehaviour(rt)
         self.participation = Participation(rt.split.n_users)
         self.stop_reason = ""
         self.rounds_completed = first_round - 1
@@ -95,6 +98,7 @@ class FederatedLoop:
         # folder); set by fedsim.server.app.serve
         self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], None]], None] | None = None
         self.checkpointed = first_round - 1
+        self.node_failures = 0
 
     # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -122,6 +126,9 @@ class FederatedLoop:
         last_eval_round = 0
         last_metrics: dict[str, float] = {}
         for server_round in range(self.first_round, rounds + 1):
+            if STOP_REQUESTED.is_set():
+                self.stop_reason = f"interrupted after round {self.rounds_completed}"
+                break
             ok, reason = self.mechanism.can_release(server_round)
             if not ok:
                 self.stop_reason = reason
@@ -129,9 +136,17 @@ class FederatedLoop:
             started = time.perf_counter()
 
             # --- TRAINING (devices) ------------------------------------------------------------------------------
-            users = self.sampler.sample(server_round)
-            metrics, upload_metrics = self._train_round(grid, server_round, users)
+            sampled = self.sampler.sample(server_round)
+            reporting = self.behaviour.report(server_round, sampled)
+            metrics, upload_metrics, users = self._train_round(grid, server_round, reporting.users)
             self.participation.add(users)
+            metrics.update(
+                {
+                    "train/sampled": float(len(sampled)),
+                    "train/dropped": float(reporting.dropped + len(reporting.users) - len(users)),
+                    "train/late": float(reporting.late),
+                }
+            )
             metrics["time/round_s"] = time.perf_counter() - started
 
             # --- EVALUATION (devices) ----------------------------------------------------------------------------
@@ -208,18 +223,22 @@ class FederatedLoop:
             Message(RecordDict({"config": ConfigRecord({})}), node, MessageType.QUERY, group_id="discover")
             for node in grid.get_node_ids()
         ]
-        for reply in self._send(grid, messages):
+        for reply in self._send(grid, messages)[0]:
             self.partition_of_node[reply.metadata.src_node_id] = int(metrics_of(reply)["partition-id"])
 
     def _train_round(
         self, grid: Grid, server_round: int, users: np.ndarray
-    ) -> tuple[dict[str, float], dict[str, float]]:
+    ) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+        """One round of training; returns its metrics, the summed device metrics, and the users whose updates
+        arrived (a failed node's users count as dropped)."""
         arrays = to_record(self.shared)
         # The strategy configures the round (server-round, FedProx's proximal-mu, FedOpt's state); we keep its
         # messages but address them to the nodes that host sampled users, with those users' ids.
         messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
         base: dict[str, Any] = config_of(messages[0]) if messages else {"server-round": server_round}
         base.update(self.mechanism.round_config(server_round))
+        if self.cfg.federation.node_crash_prob > 0:  # fault injection, for tests and teaching
+            base["crash-prob"] = self.cfg.federation.node_crash_prob
         to_send = []
         for message in messages:
             partition = self.partition_of_node[message.metadata.dst_node_id]
@@ -230,7 +249,11 @@ class FederatedLoop:
                 {"arrays": arrays, "config": ConfigRecord({**base, "user-ids": mine.tolist()})}
             )
             to_send.append(message)
-        replies = self._send(grid, to_send)
+        replies, failed = self._send(grid, to_send, tolerate=not self.cfg.federation.fail_fast)
+        self.node_failures = len(failed)
+        if failed:
+            lost = {self.partition_of_node[m.metadata.dst_node_id] for m in failed}
+            users = users[~np.isin(self.partition_of_user[users], list(lost))]
         uploads = [
             (
                 self.partition_of_node[r.metadata.src_node_id],
@@ -246,10 +269,11 @@ class FederatedLoop:
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
         metrics["train/users"] = float(len(users))
+        metrics["faults/node_failures"] = float(self.node_failures)
         if "train-loss-sum" in aggregate.metrics:  # not reported under local or record-level DP (not covered)
             metrics["train/loss"] = aggregate.metrics["train-loss-sum"] / n
             metrics["train/samples"] = aggregate.metrics.get("samples", 0.0)
-        return metrics, aggregate.metrics
+        return metrics, aggregate.metrics, users
 
     def _apply(self, server_round: int, mean_update: dict[str, torch.Tensor], reply: Message | None) -> dict:
         """global + mean update, passed through the Flower strategy's server rule (stepping from the loop's model);
@@ -282,7 +306,7 @@ class FederatedLoop:
         ]
         parts: list[UserMetrics] = []
         extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": []}
-        for reply in self._send(grid, messages):
+        for reply in self._send(grid, messages)[0]:
             record = metrics_of(reply)
             users = np.asarray(record["user-ids"], dtype=np.int64)
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
@@ -321,16 +345,21 @@ class FederatedLoop:
             ],
         )
 
-    def _send(self, grid: Grid, messages: list[Message]) -> list[Message]:
+    def _send(self, grid: Grid, messages: list[Message], tolerate: bool = False) -> tuple[list[Message], list[Message]]:
+        """Send and wait for every reply; returns (replies, messages that failed). A node that raised or did not
+        reply within ``federation.timeout_s`` fails the run unless ``tolerate`` (training rounds, by default)."""
         if not messages:
-            return []
+            return [], []
         replies = list(grid.send_and_receive(messages, timeout=self.cfg.federation.timeout_s))
-        for reply in replies:
-            if reply.has_error():
-                raise RuntimeError(f"a node failed: {reply.error.reason}")
-        if len(replies) != len(messages):
+        ok = [r for r in replies if not r.has_error()]
+        answered = {r.metadata.src_node_id for r in ok}  # one message per node and call
+        failed = [m for m in messages if m.metadata.dst_node_id not in answered]
+        if failed and not tolerate:
+            errors = [r.error.reason for r in replies if r.has_error()]
+            if errors:
+                raise RuntimeError(f"a node failed: {errors[0]}")
             raise TimeoutError(
-                f"{len(messages) - len(replies)} of {len(messages)} nodes did not reply within "
+                f"{len(failed)} of {len(messages)} nodes did not reply within "
                 f"federation.timeout_s={self.cfg.federation.timeout_s}"
             )
-        return replies
+        return ok, failed
