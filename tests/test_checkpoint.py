@@ -80,7 +80,11 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     expected, got = _rows(straight), _rows(resumed)
     assert sorted(got) == list(range(done + 1, 9))
     for r in got:
-        diff = {k: (got[r].get(k), expected[r].get(k)) for k in set(got[r]) | set(expected[r]) if got[r].get(k) != expected[r].get(k)}
+        diff = {
+            k: (got[r].get(k), expected[r].get(k))
+            for k in set(got[r]) | set(expected[r])
+            if got[r].get(k) != expected[r].get(k)
+        }
         assert not diff, f"round {r} differs: {diff}"
     with np.load(straight / "model.npz") as a, np.load(resumed / "model.npz") as b:
         assert sorted(a.files) == sorted(b.files)
