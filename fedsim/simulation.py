@@ -47,7 +47,9 @@ def stop_on_interrupt() -> Iterator[None]:
 def quiet_flower(verbose: bool) -> None:
     """Hide Flower's and Ray's per-round INFO chatter unless ``verbose``."""
     level = logging.INFO if verbose else logging.ERROR
-    logging.getLogger("flwr").setLevel(level)
+    # a node's exception comes back as an error reply that the loop counts (faults/node_failures) or, with
+    # federation.fail_fast, raises with its reason: Flower's own ERROR log of it is chatter unless verbose
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.CRITICAL)
     logging.getLogger("absl").setLevel(level)  # dp-accounting's RDP convergence warnings
     if not verbose:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -104,7 +106,7 @@ def run_federation(
             else:
                 os.environ[key] = value
         if not verbose:
-            logging.getLogger("flwr").setLevel(logging.ERROR)
+            logging.getLogger("flwr").setLevel(logging.CRITICAL)
 
 
 class InProcessGrid:

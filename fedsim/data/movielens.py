@@ -9,6 +9,17 @@ results (a user missing from ``u.user`` becomes an "unknown" fairness group, an 
 an untitled extra item). Every refusal is a :class:`DatasetError` with one line naming the file, the 1-based line
 number, the offending value and what is allowed. The happy path parses whole columns at once (ML-1M has a million
 rows); only when a column fails does a row-by-row scan run, to find the line to report.
+
+Ratings and timestamps are checked against what GroupLens' files can hold, although fedsim keeps only the order of
+events: a value outside that range means a corrupted or shifted row, or a file from another source, whose other
+columns cannot be trusted either.
+
+* Ratings: MovieLens-100K and -1M rate in whole stars, 1 to 5. A 0, a 4.5 or a 1997 in that column is not a rating.
+* Timestamps: Unix seconds from 1970-01-01 up to (not including) 2100-01-01. GroupLens' files lie in 1997-2003; the
+  upper bound refuses timestamps in milliseconds (any instant after mid-February 1970 is above it in milliseconds),
+  which would still sort among themselves but, mixed with seconds, reorder events and so change which item becomes
+  each user's test item in the leave-one-out split. The bound is deliberately loose otherwise: small synthetic
+  timestamps (tests, hand-made files) stay valid.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ ML100K_MD5 = {
 # ML-1M codes its ages; ML-100K has raw ages that we bucket into the same brackets.
 ML1M_AGE_BRACKETS = {1: "<18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 
-_INT64_END = 2**63  # ids and timestamps are stored as int64, so every value must lie below this
+_INT64_END = 2**63  # ids are stored as int64, so every id must lie below this
+TIMESTAMP_END = 4_102_444_800  # 2100-01-01T00:00:00Z in Unix seconds: see the module docstring
 
 
 def age_bracket(age: int) -> str:
@@ -141,29 +153,6 @@ class _IntField:
 
 
 @dataclass(frozen=True)
-class _NumberField:
-    """A finite real number (ratings: fedsim treats every rating as one implicit interaction, so any value will do)."""
-
-    name: str
-
-    def parse(self, texts: Sequence[str]) -> np.ndarray | None:
-        try:
-            values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
-        except ValueError:
-            return None
-        return values if bool(np.all(np.isfinite(values))) else None
-
-    def problem(self, text: str) -> str | None:
-        try:
-            value = float(text)
-        except ValueError:
-            return f"{self.name} {text!r} is not a number; allowed: a number"
-        if not np.isfinite(value):
-            return f"{self.name} {text!r} is not a finite number; allowed: a finite number"
-        return None
-
-
-@dataclass(frozen=True)
 class _TextField:
     """A categorical text column; ``choices`` restricts it (gender), otherwise it only has to be non-empty."""
 
@@ -184,7 +173,7 @@ class _TextField:
         return None
 
 
-_Field = _IntField | _NumberField | _TextField
+_Field = _IntField | _TextField
 
 
 def _positive_id(name: str) -> _IntField:
@@ -220,15 +209,16 @@ def _unique_ids(table: _Table, ids: np.ndarray, name: str) -> None:
 
 
 def _ratings(directory: Path, name: str, sep: str, sep_name: str, dataset: str) -> tuple[_Table, np.ndarray]:
-    """The rating file as (user, item, timestamp) int64 rows; the rating value is checked but not kept."""
+    """The rating file as (user, item, timestamp) int64 rows; the rating value is checked but not kept (every rating
+    is one implicit interaction), its range is checked because a value outside it means a broken row."""
     table = _read_table(_require(directory, name, dataset), sep, 4, sep_name)
     columns = _parse_columns(
         table,
         {
             0: _positive_id("user"),
             1: _positive_id("item"),
-            2: _NumberField("rating"),
-            3: _IntField("timestamp", 0, _INT64_END, "an integer 0 <= t < 2^63"),
+            2: _IntField("rating", 1, 6, "whole stars 1..5"),
+            3: _IntField("timestamp", 0, TIMESTAMP_END, "Unix seconds 0 <= t < 4102444800 (before 2100-01-01)"),
         },
     )
     return table, np.stack([columns[0], columns[1], columns[3]], axis=1)
