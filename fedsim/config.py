@@ -77,6 +77,7 @@ class FederationConfig:
     num_cpus_per_node: float = 1.0
     max_concurrent_nodes: int = 0
     timeout_s: float = 3600.0
+    discovery_timeout_s: float = 120.0
     dropout: float = 0.0
     availability: float = 1.0
     availability_attribute: str | None = None
@@ -118,6 +119,7 @@ class PrivacyConfig:
     accountant: str = "pld"
     secure_rng: bool = False
     record_sample_rate: float = 0.1  # privacy=record: Poisson rate q of each record per DP-SGD step
+    row_shrinkage: float = 0.0  # privacy=central: group soft-threshold of each item row's released sum (0 = off)
 
 
 @dataclass
@@ -341,6 +343,7 @@ def _federation(cfg: FedsimConfig) -> None:
         f.max_concurrent_nodes,
     )
     _positive("federation.timeout_s", f.timeout_s)
+    _positive("federation.discovery_timeout_s", f.discovery_timeout_s)
     _check("federation.dropout", 0.0 <= f.dropout < 1.0, "0 <= probability < 1", f.dropout)
     _check("federation.availability", 0.0 < f.availability <= 1.0, "0 < probability <= 1", f.availability)
     for group, probability in f.availability_by_group.items():
@@ -394,6 +397,13 @@ def _privacy(cfg: FedsimConfig) -> None:
     _check("privacy.target_quantile", 0.0 < p.target_quantile < 1.0, "0 < quantile < 1", p.target_quantile)
     _positive("privacy.clip_lr", p.clip_lr)
     _check("privacy.record_sample_rate", 0.0 < p.record_sample_rate <= 1.0, "0 < rate <= 1", p.record_sample_rate)
+    shrink_ok = p.row_shrinkage >= 0.0 and math.isfinite(p.row_shrinkage)
+    _check("privacy.row_shrinkage", shrink_ok, "a number >= 0 (0 = off)", p.row_shrinkage)
+    if p.row_shrinkage > 0 and p.mechanism != "central":
+        raise ConfigError(
+            f"privacy.row_shrinkage={p.row_shrinkage:g} is implemented for privacy=central only (it shrinks the "
+            "central noised sum); set it to 0"
+        )
     if p.mechanism != "none":
         if p.noise_multiplier is None and p.target_epsilon is None:
             raise ConfigError(

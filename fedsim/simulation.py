@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 
@@ -144,7 +145,10 @@ class InProcessGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = []
+        deadline = time.monotonic() + timeout if timeout is not None else None
         for message in messages:
+            if deadline is not None and time.monotonic() > deadline:
+                break  # the round's timeout: the remaining nodes count as not having replied
             try:
                 replies.append(self.client_app(message, self.contexts[message.metadata.dst_node_id]))
             except Exception as error:  # as Flower's engine does: a raising ClientApp becomes an error reply

@@ -214,10 +214,13 @@ class FederatedLoop:
     def _discover(self, grid: Grid) -> None:
         """Learn which partition (shard of users) each node hosts: node ids are random, partitions are not."""
         expected = self.rt.n_nodes
-        deadline = time.time() + self.cfg.federation.timeout_s
+        deadline = time.time() + self.cfg.federation.discovery_timeout_s
         while len(list(grid.get_node_ids())) < expected:
             if time.time() > deadline:
-                raise TimeoutError(f"only {len(list(grid.get_node_ids()))} of {expected} nodes connected")
+                raise TimeoutError(
+                    f"only {len(list(grid.get_node_ids()))} of {expected} nodes connected within "
+                    f"federation.discovery_timeout_s={self.cfg.federation.discovery_timeout_s:g}"
+                )
             time.sleep(0.05)
         messages = [
             Message(RecordDict({"config": ConfigRecord({})}), node, MessageType.QUERY, group_id="discover")
