@@ -145,6 +145,7 @@ class AttackConfig:
     holdout_share: float = 0.1
     fit_epochs: int = 3
     reid_sizes: list[int] = field(default_factory=lambda: [2, 4, 8])
+    reid_sample: int = 20_000  # users probed for re-identification risk (seeded sample with a CI; 0 = everyone)
 
 
 @dataclass
@@ -454,6 +455,7 @@ def _attack(cfg: FedsimConfig) -> None:
     _check("attack.holdout_share", 0.0 <= a.holdout_share < 0.5, "0 <= share < 0.5", a.holdout_share)
     _check("attack.fit_epochs", a.fit_epochs >= 1, "an integer >= 1", a.fit_epochs)
     _check("attack.reid_sizes", all(x >= 1 for x in a.reid_sizes), "positive integers", a.reid_sizes)
+    _check("attack.reid_sample", a.reid_sample >= 0, "0 (everyone) or an integer >= 1", a.reid_sample)
 
 
 def _gate_metric(name: str, metric: str, mechanism: str) -> None:

@@ -84,7 +84,11 @@ def _data_audit(rt: Runtime) -> dict[str, float]:
     """Re-identification risk of the training data of the users who take part (opted in)."""
     users = np.flatnonzero(rt.roles == OPTED_IN)
     return reidentification_risk(
-        [rt.split.train_items_of(int(u)) for u in users], rt.split.n_items, list(rt.cfg.attack.reid_sizes), rt.cfg.seed
+        [rt.split.train_items_of(int(u)) for u in users],
+        rt.split.n_items,
+        list(rt.cfg.attack.reid_sizes),
+        rt.cfg.seed,
+        rt.cfg.attack.reid_sample,
     )
 
 

@@ -259,22 +259,50 @@ def membership_attack(
     }
 
 
-def reidentification_risk(user_items: list[np.ndarray], n_items: int, sizes: list[int], seed: int) -> dict[str, float]:
-    """Share of users (with ≥ s items) whose s randomly drawn items are held by no other user."""
+def reidentification_risk(
+    user_items: list[np.ndarray], n_items: int, sizes: list[int], seed: int, sample: int = 0
+) -> dict[str, float]:
+    """Share of users (with ≥ s items) whose s randomly drawn items are held by no other user, with a 95% Wilson
+    interval (``…_ci_low``/``…_ci_high``).
+
+    Linear in the data: the user × item matrix is built once (sparse, by column), and a probe's holders are counted
+    from the columns of its s items only — O(Σ column sizes) per probe instead of intersecting Python sets. With
+    ``sample`` > 0 and more eligible users than that, a seeded sample of users is probed (the interval says how
+    much that costs in precision); the full population otherwise.
+    """
+    from scipy.sparse import csc_matrix
+
     rng = np.random.default_rng([seed, 41])
-    holders: dict[int, set[int]] = {}
-    for user, items in enumerate(user_items):
-        for item in items.tolist():
-            holders.setdefault(item, set()).add(user)
-    out = {}
+    lengths = np.array([len(items) for items in user_items], dtype=np.int64)
+    rows = np.repeat(np.arange(len(user_items)), lengths)
+    cols = np.concatenate(user_items) if len(user_items) else np.zeros(0, dtype=np.int64)
+    holders = csc_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(user_items), n_items))
+    holders.sum_duplicates()
+    holders.data[:] = 1
+    out: dict[str, float] = {}
     for s in sizes:
-        unique, eligible = 0, 0
-        for user, items in enumerate(user_items):
-            if len(items) < s:
-                continue
-            eligible += 1
-            probe = rng.choice(items, size=s, replace=False)
-            common = set.intersection(*(holders[int(i)] for i in probe))
-            unique += common == {user}
-        out[f"risk/reid_unique_at_{s}"] = unique / eligible if eligible else float("nan")
+        eligible = np.flatnonzero(lengths >= s)
+        probed = eligible
+        if 0 < sample < len(eligible):
+            probed = np.sort(rng.choice(eligible, size=sample, replace=False))
+        unique = 0
+        for user in probed.tolist():
+            probe = rng.choice(user_items[user], size=s, replace=False)
+            counts = np.asarray(holders[:, probe].sum(axis=1)).ravel()
+            unique += int(np.count_nonzero(counts == s)) == 1  # only the user itself holds all s items
+        n = len(probed)
+        share = unique / n if n else float("nan")
+        low, high = wilson_interval(unique, n)
+        out.update({f"risk/reid_unique_at_{s}": share, f"risk/reid_unique_at_{s}_ci_low": low})
+        out[f"risk/reid_unique_at_{s}_ci_high"] = high
     return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (exact enough at any n; (nan, nan) when n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
