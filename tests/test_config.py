@@ -45,12 +45,23 @@ def test_the_config_tree_has_the_groups_the_packages_have():
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS)
 def test_every_group_option_composes_and_builds(group, option):
     cfg = _compose(f"{group}={option}", *NEEDS.get((group, option), []))
-    if group in ("model", "strategy"):  # the option selects the implementation its file names
-        assert getattr(cfg, group).name == option
-    build_model(cfg.model, 50)
-    build_strategy(cfg.strategy, 4)
-    mechanism = build_mechanism(cfg, 100)
-    assert mechanism.name == cfg.privacy.mechanism
+    # the option selects the implementation its file names
+    selected = {"model": cfg.model.name, "strategy": cfg.strategy.name, "privacy": cfg.privacy.mechanism}
+    if group in selected:
+        assert selected[group] == option
+    assert build_model(cfg.model, 50).name == cfg.model.name
+    assert type(build_strategy(cfg.strategy, 4)).__name__.lower().startswith(cfg.strategy.name)
+    assert build_mechanism(cfg, 100).name == cfg.privacy.mechanism
+
+
+@pytest.mark.parametrize("group", sorted({g for g, _ in GROUP_OPTIONS if sum(x == g for x, _ in GROUP_OPTIONS) > 1}))
+def test_every_option_of_a_group_changes_the_config(group):
+    """A group's options are not interchangeable: each composes to a different config (an option file that was
+    ignored, or that repeats another, would not)."""
+    options = [option for g, option in GROUP_OPTIONS if g == group]
+    configs = [as_dict(_compose(f"{group}={option}", *NEEDS.get((group, option), []))) for option in options]
+    assert len(options) >= 2
+    assert all(a != b for i, a in enumerate(configs) for b in configs[i + 1 :])
 
 
 PRESET_NEEDS = {"privacy_frontier": ["privacy.target_epsilon=8"]}

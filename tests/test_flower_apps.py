@@ -3,6 +3,7 @@
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
+from fedsim.client.app import make_client_app
 from fedsim.flower_apps import client_app, compose_config
 
 
@@ -36,4 +37,9 @@ def test_run_config_overrides_reach_the_client_app(flower_identity):
     )
     trained = client_app(message, context)
     assert trained.content["metrics"]["num-users"] == 3
-    assert np.asarray(trained.content["arrays"]["__items__"].numpy()).shape == (90, 5)
+    uploaded = np.asarray(trained.content["arrays"]["__items__"].numpy())
+    assert uploaded.shape == (90, 4 + 1)  # the overridden catalogue and model.dim (+ item bias), not the defaults
+    # the module-level app is the same handler as make_client_app on the composed config: the same upload
+    fresh = Context(run_id=1, node_id=3, node_config=context.node_config, state=RecordDict(), run_config={})
+    np.testing.assert_array_equal(make_client_app(cfg)(message, fresh).content["arrays"]["__items__"].numpy(), uploaded)
+    assert np.abs(uploaded).sum() > 0

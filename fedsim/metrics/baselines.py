@@ -12,9 +12,12 @@ from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
 def popularity_scores(split: Split, users: np.ndarray, popularity: np.ndarray | None = None) -> torch.Tensor:
     """ItemPop: every user gets the items ranked by training popularity (ties broken by item id)."""
     pop = split.item_popularity() if popularity is None else popularity
-    tie_break = -np.arange(split.n_items) * 1e-9
-    row = torch.as_tensor(pop + tie_break, dtype=torch.float64)
-    return row.unsqueeze(0).expand(len(users), -1)
+    # scores are rank positions (most popular = n_items, ties by lower id): exact in float32 too, so the order
+    # survives the cast when the fallback is written into a device's float32 score matrix
+    order = np.lexsort((np.arange(split.n_items), -np.asarray(pop)))
+    row = np.empty(split.n_items)
+    row[order] = np.arange(split.n_items, 0, -1)
+    return torch.as_tensor(row, dtype=torch.float64).unsqueeze(0).expand(len(users), -1)
 
 
 def item_pop(

@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -40,7 +42,14 @@ def test_opted_out_users_never_train_and_are_served_the_fallback(tmp_path):
     assert len(opted_out) == 12 and not set(opted_out.tolist()) & set(rt.eligible.tolist())
     assert len(rt.eligible) == np.sum((rt.roles == OPTED_IN) & (rt.split.n_train() > 0))
     final = summary["final"]
-    assert final["consent/opted_out_users"] > 0 and final["consent/opted_in_users"] > 0
+    # 40 users, all evaluated: round(0.3·40) = 12 opt out; of the 28 left round(0.1·28) = 3 are the MIA hold-out
+    assert rt.split.evaluated_users.tolist() == list(range(40))
+    assert final["consent/opted_out_users"] == 12 and final["consent/opted_in_users"] == 40 - 12 - 3
+    # each role's HR is the mean over that role's users in per_user.csv
+    rows = list(csv.DictReader((tmp_path / "per_user.csv").open()))
+    for role, tag in ((OPTED_IN, "opted_in"), (OPTED_OUT, "opted_out")):
+        hits = [float(r["test_hr"]) for r in rows if r["role"] == role]
+        assert final[f"consent/{tag}_test_hr"] == pytest.approx(np.mean(hits), abs=1e-6)
     assert final["consent/personalization_lift_hr"] == pytest.approx(
         final["consent/opted_in_test_hr"] - final["consent/opted_out_test_hr"]
     )

@@ -1,5 +1,7 @@
 """The mechanisms do what their threat model says: clip on the device, noise with the configured σ, stop in budget."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -94,14 +96,41 @@ def test_max_epsilon_stops_before_the_release_that_would_exceed_it(tmp_path):
     cfg.federation.rounds = 10  # set after composing: the schema is a plain dataclass
     summary = run(cfg, tmp_path)
     eps = summary["final"].get("privacy/epsilon")
-    assert 0 < summary["rounds_completed"] < 10
+    # q = 1: T rounds at z = 2 are one Gaussian with σ = 2/√T; by the analytic formula (Balle & Wang 2018, δ = 1e-5)
+    # ε(3) = 3.709 ≤ 4 < ε(4) = 4.377, so exactly 3 rounds are released
+    assert [round(_analytic_gaussian_epsilon(2.0 / math.sqrt(t), 1e-5), 3) for t in (3, 4)] == [3.709, 4.377]
+    assert summary["rounds_completed"] == 3
     assert "privacy budget" in summary["stop_reason"]
-    assert eps is not None and eps <= 4.0
+    assert eps == pytest.approx(_analytic_gaussian_epsilon(2.0 / math.sqrt(3), 1e-5), rel=1e-3)
+
+
+def _analytic_gaussian_epsilon(sigma: float, delta: float) -> float:
+    """ε of one Gaussian mechanism (sensitivity 1, noise σ) at δ, inverting δ(ε) = Φ(1/(2σ) − εσ) − e^ε Φ(−1/(2σ) − εσ)
+    (Balle & Wang 2018, Thm. 8) by bisection, with math.erf only."""
+
+    def phi(x: float) -> float:
+        return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+    low, high = 0.0, 100.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        gap = phi(0.5 / sigma - middle * sigma) - math.exp(middle) * phi(-0.5 / sigma - middle * sigma)
+        low, high = (middle, high) if gap > delta else (low, middle)
+    return high
 
 
 def test_flowers_no_amplification_accountant_gives_a_larger_epsilon_for_the_same_noise():
     mechanism = CentralDP(PrivacyConfig(mechanism="central", noise_multiplier=1.0), 1000, 0.05, 20)
     for r in range(1, 21):
         metrics = mechanism.after_release(r, np.arange(50))
-    assert metrics["privacy/epsilon_flower_no_amplification"] > 5 * metrics["privacy/epsilon"]
+    flower = metrics["privacy/epsilon_flower_no_amplification"]
+    assert flower > 5 * metrics["privacy/epsilon"]
+    # no amplification: 20 unsampled releases at z = 1 are one Gaussian with σ = 1/√20. Its exact ε is a floor for any
+    # valid accountant; RDP (20·α/2 at order α) with the classical conversion ε = RDP + ln(1/δ)/(α−1) is a ceiling, and
+    # the improved conversion (Canonne et al. 2020) is what an RDP accountant reports
+    orders = np.linspace(1.01, 100, 100_000)
+    classical = np.min(10 * orders + math.log(1e5) / (orders - 1))
+    improved = np.min(10 * orders + np.log((orders - 1) / orders) - (math.log(1e-5) + np.log(orders)) / (orders - 1))
+    assert _analytic_gaussian_epsilon(1 / math.sqrt(20), 1e-5) <= flower <= classical
+    assert flower == pytest.approx(improved, rel=0.01)
     assert metrics["privacy/epsilon_rdp"] > metrics["privacy/epsilon"]

@@ -56,11 +56,3 @@ def test_a_stop_decision_ends_the_run_and_the_last_model_is_evaluated():
     assert outcome == {"rounds_completed": 2, "stop_reason": "asked to stop"}
     final = recorder.reports[-1]
     assert final.final_evaluation and final.server_round == 2 and final.evaluation is not None
-
-
-def test_the_model_moves_and_stays_finite():
-    recorder = _Recorder()
-    loop, _ = _run(tiny_config(), recorder)
-    initial = get_runtime(tiny_config()).model.init_shared(0)
-    assert all(np.isfinite(v).all() for v in loop.shared.values())
-    assert not np.allclose(loop.shared["item_embedding"], initial["item_embedding"])

@@ -43,7 +43,10 @@ def test_fedavg_with_a_server_learning_rate_scales_the_mean_update(model):
     assert isinstance(strategy, FedAvgM)
     new = _step(strategy, model, {"w": np.array([0.01, 0.02], np.float32)})
     assert new["w"] == pytest.approx([2.0, 0.0], abs=1e-5)  # θ + 100·Δ
-    assert isinstance(build_strategy(StrategyConfig(name="fedavg", server_lr=1.0), 1), FedAvg)
+    # η = 1 is Flower's plain FedAvg (FedAvgM is a FedAvg subclass, so isinstance would not tell them apart)
+    plain = build_strategy(StrategyConfig(name="fedavg", server_lr=1.0), 1)
+    assert type(plain) is FedAvg
+    assert _step(plain, model, {"w": np.array([0.01, 0.02], np.float32)})["w"] == pytest.approx([1.01, -1.98])
 
 
 @pytest.mark.usefixtures("flower_identity")
@@ -76,9 +79,16 @@ def test_fedavgm_momentum_follows_the_loop_model_and_its_state_round_trips(model
 
 @pytest.mark.usefixtures("flower_identity")
 def test_fedadam_moments_are_part_of_the_state(model):
-    strategy = build_strategy(StrategyConfig(name="fedadam", server_lr=1.0, eta=0.1), 1)
-    _step(strategy, model, {"w": np.array([0.5, -0.5], np.float32)})
+    strategy = build_strategy(StrategyConfig(name="fedadam", server_lr=1.0, eta=0.1, tau=1e-3), 1)
+    delta = np.array([0.5, -0.5])
+    new = _step(strategy, model, {"w": delta.astype(np.float32)})
     state = strategy_state(strategy)
-    assert set(state) == {"m_t", "v_t"} and state["m_t"]["w"].shape == (2,)
+    # Adam from zero moments, β1 = 0.9, β2 = 0.99: m = 0.1·Δ, v = 0.01·Δ²
+    assert set(state) == {"m_t", "v_t"}
+    assert state["m_t"]["w"] == pytest.approx(0.1 * delta, rel=1e-6)
+    assert state["v_t"]["w"] == pytest.approx(0.01 * delta**2, rel=1e-5)
+    # the step: θ + η_t·m/(√v + τ), Flower's bias-corrected η_t = η·√(1 − β2^(t+1)) / (1 − β1^(t+1)) at t = 1
+    eta_t = 0.1 * np.sqrt(1 - 0.99**2) / (1 - 0.9**2)
+    assert new["w"] == pytest.approx(model["w"] + eta_t * 0.05 / (0.05 + 1e-3) * np.sign(delta), rel=1e-5)
     state["m_t"]["w"][:] = 123.0  # a deep copy: mutating the saved state leaves the strategy alone
     assert not np.any(strategy.m_t["w"] == 123.0)
