@@ -113,8 +113,9 @@ class LocalDP(ClippedMechanism):
             "rounds_planned": self.rounds,
             "covers": "every value a device uploads about its training: the clipped, noised update to the shared "
             "parameters (no loss, sample count or clipping statistic leaves the device under local DP)",
-            "not_covered": "that the device took part, the number of users a node hosts, and the per-user "
-            "evaluation metrics reported for the simulation's measurements",
+            "not_covered": "that the device took part, the number of users a node hosts, the per-user "
+            "evaluation metrics, and the simulated attacker's item-set scores (attack-*) — the last two exist only "
+            "to measure the simulation and a real device would not send them",
             "guarantee": "local user-level (ε, δ)-DP per device, see privacy/epsilon (worst user)",
             "short": f"local DP, z={self.z:.3f} (σ={self.sigma():.3g}), C={self.clipping_norm:g}, δ={self.delta:g}, "
             "no amplification, PLD",

@@ -138,8 +138,10 @@ class RecordDP(NoPrivacy):
             "noise_multiplier": self.z,
             "clipping": f"per-record L2 ≤ {self.clip:g} (user embedding and item rows the record touches, jointly); "
             "noise on the user embedding and the whole item matrix",
-            "covers": "every upload and the private embedding, for one record",
-            "not_covered": "users: membership of a user and their interaction set are not protected",
+            "covers": "the uploaded update and the private embedding, for one record",
+            "not_covered": "users: membership of a user and their interaction set are not protected; the per-user "
+            "evaluation metrics and the simulated attacker's item-set scores (attack-*), which exist only to "
+            "measure the simulation",
             "guarantee": "record-level (ε, δ)-DP per interaction; NOT user-level",
             "short": f"record-level DP-SGD (per interaction, not per user), q={q:g}, z={self.z:.3f}, "
             f"C={self.clip:g}, δ={self.delta:g}, PLD",
