@@ -7,14 +7,14 @@ what is allowed, exit code 2, no traceback, and no folder left behind.
 Why the output handling looks the way it does:
 
 * Hydra creates the run folder and writes ``.hydra/`` into it *before* it calls the task function, so validating
-  there is too late to avoid a junk folder per typo. :func:`main` therefore composes and validates the single-run
-  config first (:func:`preflight`) and only then hands over to Hydra. What can only fail later (data files are read
-  inside :func:`fedsim.run.run`; ``--multirun`` jobs skip the preflight) removes the run folder again — but only a
-  folder this process created that holds nothing but Hydra's own files (:func:`discard`): nothing already written
-  is ever deleted.
+  there is too late to avoid a junk folder per typo. :func:`main` therefore composes and validates the config first
+  (:func:`preflight`) and only then hands over to Hydra. What can only fail later (data files are read inside
+  :func:`fedsim.run.run`; a ``--multirun`` job's values are validated when the job starts) removes the run folder
+  again — but only a folder this process created that holds nothing but Hydra's own files (:func:`discard`):
+  nothing already written is ever deleted.
 * Run folders never collide: ``hydra.run.dir`` and ``hydra.sweep.dir`` go through the ``fedsim.run_dir`` resolver,
   which claims the timestamped folder with an atomic ``mkdir`` and appends ``_2``, ``_3``, ... when a run started in
-  the same second already took it (names stay readable and sort in start order).
+  the same second already took it (names stay as readable as before).
 * An explicit ``output_dir`` is the run folder itself (``.hydra/`` included). One that already holds a run
   (``summary.json`` or ``metrics.jsonl``) is refused rather than mixed: continuing a run is ``resume_from``, which
   writes to a new folder.
@@ -48,12 +48,14 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 RUN_FILES = ("summary.json", "metrics.jsonl")  # a folder holding either already belongs to a run
 HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})  # what Hydra writes into .hydra/
+JOB_LOG = "cli.log"  # Hydra's job log: hydra.job.name is this module's name
 # lines of Hydra/OmegaConf error messages that locate the error in Hydra's internals, not in the user's input
 _NOISE = ("full_key:", "reference_type=", "object_type=", "Set the environment variable HYDRA_FULL_ERROR",
           "Config search path", "provider=", "See https://hydra.cc")  # fmt: skip
 
 _created: set[Path] = set()  # folders this process created: the only ones an aborted run may remove
 _refusals: dict[Path, str] = {}  # stand-in folder -> why the intended run folder could not be used
+_claimed: list[Path] = []  # run and sweep folders the resolver made for this process
 
 
 def _absolute(path: str | Path) -> Path:
@@ -115,7 +117,7 @@ def output_problem(path: Path) -> str | None:
     if held:
         return (
             f"output_dir={path} already holds a run ({', '.join(held)}); choose a new folder "
-            "(resume_from=<that run> continues a finished run into a new output_dir)"
+            "(resume_from=<that run> continues it into a new output_dir)"
         )
     try:
         _probe_writable(path)
@@ -139,6 +141,7 @@ def _run_dir(output_dir: str | None, default: str) -> str:
     else:
         try:
             folder = claim(Path(default))
+            _claimed.append(_absolute(folder))
             _probe_writable(folder)
             return str(folder)
         except OSError as error:
@@ -156,9 +159,10 @@ if not OmegaConf.has_resolver("fedsim.run_dir"):
 
 def discard(folder: Path, job_log: str) -> None:
     """Remove ``folder`` after a refused run when this process created it (it, or a folder above it, such as a
-    sweep's) and it holds only what Hydra wrote before fedsim refused: ``.hydra/`` and an empty ``<job>.log``.
-    Then remove the parents this process created and left empty (a sweep folder may keep Hydra's
-    ``multirun.yaml``). Anything else in the folder keeps it whole: nothing already written is lost."""
+    sweep's) and it holds only what Hydra wrote before fedsim refused: ``.hydra/``, an empty ``<job>.log``, a
+    sweep's ``multirun.yaml``. Then remove the parents this process created and left empty (a sweep folder whose
+    only job was refused keeps just ``multirun.yaml``). Anything else in the folder keeps it whole: nothing
+    already written is lost."""
     folder = _absolute(folder)
     if not folder.is_dir() or not any(p in _created for p in (folder, *folder.parents)):
         return
@@ -170,6 +174,8 @@ def discard(folder: Path, job_log: str) -> None:
                 return
             removable += inside
         elif entry.name == job_log and entry.is_file() and entry.stat().st_size == 0:
+            removable.append(entry)
+        elif entry.name == "multirun.yaml" and entry.is_file():  # a sweep folder whose jobs never started
             removable.append(entry)
         else:
             return
@@ -205,6 +211,16 @@ def one_line(error: HydraException | OmegaConfBaseException) -> str:
     return "; ".join(kept) or type(error).__name__
 
 
+def check_resume(config: FedsimConfig) -> None:
+    """Read ``resume_from`` before anything starts, so a bad one is refused before Hydra makes a folder or the data
+    is loaded (:func:`fedsim.run.run` reads it again with the privacy state, before Ray starts). It also stops a
+    centralized run given ``resume_from``, which would otherwise ignore it and silently start from scratch."""
+    if config.resume_from:
+        from fedsim.session import load_resume  # heavy imports (torch), only for a resume
+
+        load_resume(config)
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
     """``conf/`` composed with Hydra overrides and validated — exactly what ``fedsim <overrides>`` runs (no output
     directory side effects). Used by ``flwr run`` (fedsim.flower_apps), the tests and the experiment scripts."""
@@ -217,14 +233,9 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
         return to_schema(hydra_compose(config_name="config", overrides=list(overrides)))
 
 
-def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
-    """Validate what ``fedsim <arguments>`` will run before Hydra creates a folder; raises :class:`ConfigError`.
-
-    Returns None (Hydra alone decides) for Hydra's own flags (``--multirun``, ``--cfg``, ``--help``, ...) and sweeps,
-    whose jobs are validated one by one in the task function, and under ``HYDRA_FULL_ERROR=1`` for Hydra's errors.
-    """
-    if any(argument.startswith("-") for argument in arguments):
-        return None
+def _compose_checked(overrides: list[str]) -> DictConfig | None:
+    """``conf/`` composed with ``overrides`` (Hydra's section included); Hydra's errors as one-line
+    :class:`ConfigError`, or None under ``HYDRA_FULL_ERROR=1`` (then Hydra reports them in full)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -232,14 +243,62 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="cli"):
-            cfg = hydra_compose(config_name="config", overrides=list(arguments), return_hydra_config=True)
+            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return None
         raise ConfigError(one_line(error)) from error
     finally:
         GlobalHydra.instance().clear()  # hydra.main initialises its own
-    if cfg.hydra.mode == RunMode.MULTIRUN:
+
+
+def _sweep_variants(overrides: list[str]) -> list[list[str]] | None:
+    """One override list per value of each swept key (the others at their first value): every key and every value of
+    a ``--multirun`` command line composes once, without running the product of all sweeps. None when the sweep
+    needs Hydra's config loader to expand (``glob(...)``) or is empty: Hydra then reports alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(one_line(error)) from error
+    base, alternatives = list(overrides), []
+    for index, override in enumerate(parsed):
+        if not override.is_sweep_override():
+            continue
+        try:
+            values = [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
+        except Exception:  # a sweep this check cannot expand is left to Hydra, never refused here
+            return None
+        if not values:
+            return None
+        base[index] = values[0]
+        alternatives += [(index, value) for value in values[1:]]
+    variants = [base]
+    for index, value in alternatives:
+        variants.append([*base[:index], value, *base[index + 1 :]])
+    return variants
+
+
+def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
+    """Validate what ``fedsim <arguments>`` will run before Hydra creates a folder; raises :class:`ConfigError`.
+
+    A single run is composed and validated in full, with its ``output_dir`` and ``resume_from``. A ``--multirun``
+    is checked for what Hydra itself would reject (unknown keys and options, bad syntax) for every swept value; its
+    jobs' values are validated one by one in :func:`run_job`, which removes a refused job's folder. Returns the
+    config of a single run, None otherwise (Hydra's other flags, ``--cfg``, ``--help``, ..., go to Hydra as they are).
+    """
+    flags = [argument for argument in arguments if argument.startswith("-")]
+    overrides = [argument for argument in arguments if not argument.startswith("-")]
+    if any(flag not in ("-m", "--multirun") for flag in flags):
+        return None
+    if flags or any(override.replace(" ", "").startswith("hydra.mode=MULTIRUN") for override in overrides):
+        for variant in _sweep_variants(overrides) or []:
+            if _compose_checked(variant) is None:
+                break
+        return None
+    cfg = _compose_checked(overrides)
+    if cfg is None or cfg.hydra.mode == RunMode.MULTIRUN:
         return None
     with open_dict(cfg):
         del cfg["hydra"]  # resolving it would claim a run folder
@@ -248,6 +307,7 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
         problem = output_problem(Path(config.output_dir))
         if problem is not None:
             raise ConfigError(problem)
+    check_resume(config)
     return config
 
 
@@ -274,6 +334,7 @@ def run_job(cfg: DictConfig) -> float | None:
             problem = output_problem(run_dir)  # a sweep job, or hydra.run.dir overridden: not checked yet
             if problem is not None:
                 raise ConfigError(problem)
+        check_resume(config)
         from fedsim.run import print_summary, run  # heavy imports (torch, flwr) after validation
 
         summary = run(config, config.output_dir or hydra_cfg.runtime.output_dir)
@@ -298,7 +359,13 @@ def main() -> Any:
         preflight(sys.argv[1:])
     except ConfigError as error:
         _fail(error)
-    return run_job()
+    try:
+        return run_job()
+    except SystemExit as stop:
+        if stop.code not in (None, 0):  # Hydra gave up after making a folder (e.g. composing a sweep's job)
+            for folder in _claimed:
+                discard(folder, JOB_LOG)
+        raise
 
 
 if __name__ == "__main__":

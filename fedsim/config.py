@@ -119,18 +119,22 @@ class PrivacyConfig:
     accountant: str = "pld"
     secure_rng: bool = False
     record_sample_rate: float = 0.1  # privacy=record: Poisson rate q of each record per DP-SGD step
-    row_shrinkage: float = 0.0  # privacy=central: group soft-threshold of each item row's released sum (0 = off)
 
 
 @dataclass
 class ConsentConfig:
-    """``consent/``: users who opt out of personalisation (they never train and are served a fallback)."""
+    """``consent/``: users who opt out of personalisation (they never train and are served a fallback), or who decline
+    one purpose only (``decline_*``: personalised ranking, contributing to the shared model, being measured)."""
 
     opt_out_rate: float = 0.0
     group_attribute: str | None = None
     group_value: str | None = None
     group_factor: float = 1.0
     fallback: str = "popularity"
+    # consent per purpose: shares of users (drawn independently, seeded) who decline one use; an opt-out declines all
+    decline_personalization: float = 0.0  # served the non-personalised fallback
+    decline_contribution: float = 0.0  # fits its embedding on the device, never uploads, never sampled
+    decline_measurement: float = 0.0  # served, but left out of attacks, per_user.csv and fairness analytics
 
 
 @dataclass
@@ -398,14 +402,9 @@ def _privacy(cfg: FedsimConfig) -> None:
     _check("privacy.target_quantile", 0.0 < p.target_quantile < 1.0, "0 < quantile < 1", p.target_quantile)
     _positive("privacy.clip_lr", p.clip_lr)
     _check("privacy.record_sample_rate", 0.0 < p.record_sample_rate <= 1.0, "0 < rate <= 1", p.record_sample_rate)
-    shrink_ok = p.row_shrinkage >= 0.0 and math.isfinite(p.row_shrinkage)
-    _check("privacy.row_shrinkage", shrink_ok, "a number >= 0 (0 = off)", p.row_shrinkage)
-    if p.row_shrinkage > 0 and p.mechanism != "central":
-        raise ConfigError(
-            f"privacy.row_shrinkage={p.row_shrinkage:g} is implemented for privacy=central only (it shrinks the "
-            "central noised sum); set it to 0"
-        )
-    if p.mechanism != "none":
+    if p.mechanism == "on_device" and (p.noise_multiplier is not None or p.target_epsilon is not None):
+        raise ConfigError("privacy.mechanism=on_device releases nothing (ε = 0): unset noise_multiplier/target_epsilon")
+    if p.mechanism not in ("none", "on_device"):
         if p.noise_multiplier is None and p.target_epsilon is None:
             raise ConfigError(
                 f"privacy.mechanism={p.mechanism} needs privacy.noise_multiplier or privacy.target_epsilon"
@@ -429,6 +428,11 @@ def _privacy(cfg: FedsimConfig) -> None:
                 "privacy.mechanism=record (DP-SGD per interaction) supports model=mf with "
                 "client.optimizer=sgd, client.l2=0 and no proximal term"
             )
+        if f.deadline_s > 0:
+            raise ConfigError(
+                "federation.deadline_s > 0 is refused with privacy.mechanism=record: whether a device meets the "
+                "deadline depends on its number of records, which the record-level accountant does not charge"
+            )
         if p.clipping != "fixed":
             raise ConfigError("privacy.mechanism=record uses fixed per-sample clipping (privacy.clipping=fixed)")
     if p.mechanism == "local" and (p.clipping != "fixed" or p.accountant != "pld"):
@@ -443,6 +447,9 @@ def _consent(cfg: FedsimConfig) -> None:
     _check("consent.opt_out_rate", 0.0 <= co.opt_out_rate < 1.0, "0 <= rate < 1", co.opt_out_rate)
     _positive("consent.group_factor", co.group_factor)
     _one_of("consent.fallback", co.fallback, FALLBACKS)
+    for purpose in ("personalization", "contribution", "measurement"):
+        share = getattr(co, f"decline_{purpose}")
+        _check(f"consent.decline_{purpose}", 0.0 <= share < 1.0, "0 <= share < 1", share)
     if (co.group_attribute is None) != (co.group_value is None):
         raise ConfigError("set both consent.group_attribute and consent.group_value, or neither")
 
@@ -481,7 +488,7 @@ def _audit(cfg: FedsimConfig) -> None:
         _one_of(f"audit.rules.{name}.remediation", rule.remediation, REMEDIATIONS)
         if (rule.min is None) == (rule.max is None):
             raise ConfigError(f"audit.rules.{name}: set exactly one of min and max")
-        if rule.remediation == "more_noise" and p.mechanism == "none":
+        if rule.remediation == "more_noise" and p.mechanism in ("none", "on_device"):
             raise ConfigError(f"audit.rules.{name}.remediation=more_noise needs a privacy mechanism (privacy=central)")
         if rule.remediation == "more_noise" and p.mechanism == "record":
             raise ConfigError(

@@ -32,6 +32,7 @@ REGISTRIES: dict[str, dict[str, str]] = {
         "central": "fedsim.privacy.central:CentralDP",
         "local": "fedsim.privacy.local:LocalDP",
         "record": "fedsim.privacy.record:RecordDP",
+        "on_device": "fedsim.privacy.on_device:OnDevice",
     },
 }
 

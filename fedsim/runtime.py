@@ -7,15 +7,22 @@ stateful pieces (strategy, accountant, loop), the devices own their private embe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from fedsim.config import FedsimConfig
+from fedsim.config import ConsentConfig, FedsimConfig
 from fedsim.data import Interactions, Split, load_split
 from fedsim.data.negatives import UserSamples, draw_user_samples
-from fedsim.data.roles import OPTED_IN, assign_roles
+from fedsim.data.roles import (
+    CONTRIBUTION,
+    MEASUREMENT,
+    OPTED_IN,
+    PERSONALIZATION,
+    assign_purposes,
+    assign_roles,
+)
 from fedsim.data.sharding import number_of_nodes, shard_users
 from fedsim.metrics.baselines import popularity_scores
 from fedsim.models import RankingModel, build_model
@@ -34,15 +41,46 @@ class Runtime:
     model: RankingModel
     shards: list[np.ndarray]
     roles: np.ndarray
+    # (users × purposes) consent matrix (fedsim.data.roles.assign_purposes); None: derived from the roles alone
+    purposes: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.purposes is None:
+            self.purposes = assign_purposes(self.roles, ConsentConfig(), 0)  # no purpose declined on its own
 
     @property
     def n_nodes(self) -> int:
         return len(self.shards)
 
     @property
+    def personalised(self) -> np.ndarray:
+        """Per user: served its personalised ranking (consents to personalisation) — else the fallback."""
+        assert self.purposes is not None
+        return self.purposes[:, PERSONALIZATION]
+
+    @property
+    def contributes(self) -> np.ndarray:
+        """Per user: consents to contributing to the shared model (may be sampled, uploads)."""
+        assert self.purposes is not None
+        return self.purposes[:, CONTRIBUTION]
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Per user: consents to being measured (metrics reported, attacked, in per_user.csv and fairness)."""
+        assert self.purposes is not None
+        return self.purposes[:, MEASUREMENT]
+
+    @property
+    def local_only(self) -> np.ndarray:
+        """Users who fit their own embedding on the device against the frozen shared model and never upload: opted in,
+        personalised, declined contribution, with training data."""
+        mask = (self.roles == OPTED_IN) & self.personalised & ~self.contributes & (self.split.n_train() > 0)
+        return np.flatnonzero(mask)
+
+    @property
     def eligible(self) -> np.ndarray:
-        """Users who may be sampled to train: opted in, not held out, with training data."""
-        return np.flatnonzero((self.roles == OPTED_IN) & (self.split.n_train() > 0))
+        """Users who may be sampled to train: opted in, contributing, not held out, with training data."""
+        return np.flatnonzero((self.roles == OPTED_IN) & self.contributes & (self.split.n_train() > 0))
 
     @property
     def population(self) -> int:
@@ -77,12 +115,15 @@ class Runtime:
         )
 
     def fallback_scores(self, users: np.ndarray, shared: dict[str, np.ndarray]) -> torch.Tensor:
-        """The non-personalised ranking served to users who opted out (``consent.fallback``)."""
+        """The non-personalised ranking served to users who declined personalisation (``consent.fallback``).
+
+        Popularity counts only contributing users' interactions: a user who declined contribution shares no data,
+        counts included."""
         if self.cfg.consent.fallback == "shared_model":
             no_embedding = torch.zeros(len(users), self.model.private_dim)
             return self.model.score_all(no_embedding, shared)
-        opted_in = np.flatnonzero(self.roles == OPTED_IN)
-        return popularity_scores(self.split, users, self.split.item_popularity(opted_in)).float()
+        contributing = np.flatnonzero((self.roles == OPTED_IN) & self.contributes)
+        return popularity_scores(self.split, users, self.split.item_popularity(contributing)).float()
 
 
 def nodes_for(cfg: FedsimConfig, n_users: int) -> int:
@@ -104,7 +145,7 @@ def _build_runtime(cfg: FedsimConfig) -> Runtime:
     model = build_model(cfg.model, data.n_items)
     shards = shard_users(split.n_train(), nodes_for(cfg, data.n_users))
     roles = assign_roles(data.n_users, data.user_attributes, cfg.consent, cfg.attack, cfg.seed)
-    return Runtime(cfg, data, split, model, shards, roles)
+    return Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
 
 
 def get_runtime(cfg: FedsimConfig) -> Runtime:

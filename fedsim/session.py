@@ -17,7 +17,7 @@ import numpy as np
 from fedsim.callbacks import Callback, CallbackList
 from fedsim.checkpoint import latest, publish, round_dir, save_json, save_npz
 from fedsim.config import ConfigError, FedsimConfig, as_dict
-from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT
+from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
 from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
@@ -28,6 +28,7 @@ from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
+from fedsim.report.postmortem import incidents, write_postmortem
 from fedsim.report.run_report import render
 from fedsim.runtime import Runtime
 from fedsim.tracking.progress import ProgressBar
@@ -81,8 +82,8 @@ def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
 
 
 def _data_audit(rt: Runtime) -> dict[str, float]:
-    """Re-identification risk of the training data of the users who take part (opted in)."""
-    users = np.flatnonzero(rt.roles == OPTED_IN)
+    """Re-identification risk of the training data of the users who take part (opted in, contributing, measured)."""
+    users = np.flatnonzero((rt.roles == OPTED_IN) & rt.contributes & rt.measured)
     return reidentification_risk(
         [rt.split.train_items_of(int(u)) for u in users],
         rt.split.n_items,
@@ -126,8 +127,8 @@ class Session:
         rt, cfg = self.rt, self.cfg
         k = cfg.evaluation.k
         served, trained_by = rt.split.evaluated_users, None
-        if self.federated:  # the users the federation evaluates: everyone but the membership-attack hold-out
-            served = served[rt.roles[served] != HOLDOUT]
+        if self.federated:  # the users the federation evaluates: all but the attack's hold-out and the unmeasured
+            served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served]]
             trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
         n_eval = int((rt.split.test_item >= 0).sum())
         return {
@@ -144,6 +145,7 @@ class Session:
                 "nodes": rt.n_nodes,
             },
             "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
+            **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
             "protocol": describe_protocol(cfg),
             "threat_model": self.threat_model(),
@@ -157,6 +159,15 @@ class Session:
         if not self.federated:
             return CENTRALIZED_THREAT_MODEL
         threat = self.mechanism.threat_model()
+        if declines_any(self.cfg.consent):
+            purposes = self.consent_purposes()
+            threat["covered_users"] = (
+                f"the {self.rt.population} users who contribute to the shared model (the accountant's population N; "
+                f"opted in, with training data). The {purposes['local_only']} users who declined contributing never "
+                "upload: they fit their own embedding on the device against the frozen shared model, and nothing of "
+                f"it leaves it. The {purposes['measurement']['declined']} users who declined being measured report no "
+                "metrics and are left out of the attacks, per_user.csv and the fairness analytics"
+            )
         if self.cfg.privacy.mechanism != "none":
             threat["release"] = SECURE_RELEASE if self.cfg.privacy.secure_rng else SEEDED_RELEASE
             threat["model_selection"] = (
@@ -165,6 +176,22 @@ class Session:
                 "data-dependent choice that ε does not cover; test metrics never steer training"
             )
         return threat
+
+    def consent_purposes(self) -> dict[str, Any]:
+        """Per purpose, how many served users consent and decline; who trains locally only; the accountant's N."""
+        rt = self.rt
+        served = rt.roles != HOLDOUT
+        assert rt.purposes is not None
+        out: dict[str, Any] = {
+            purpose: {
+                "consented": int(np.sum(served & rt.purposes[:, column])),
+                "declined": int(np.sum(served & ~rt.purposes[:, column])),
+            }
+            for column, purpose in enumerate(PURPOSES)
+        }
+        out["local_only"] = len(rt.local_only)
+        out["accountant_population"] = rt.population
+        return out
 
     def begin(self) -> None:
         self.callbacks.on_run_begin(self.describe())
@@ -198,6 +225,8 @@ class Session:
         explanations = self._explain_examples(final_model) if self.federated else []
         audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None
         (run_dir / "report.md").write_text(render(summary, self.monitor.latest_tables, audit_payload, explanations))
+        if incidents(audit_payload):  # the audit paused or rolled back: say what happened and what it cost
+            write_postmortem(run_dir)
         return summary
 
     def save_state(self, folder: Path, shared: dict[str, np.ndarray], loop_state: dict[str, Any] | None = None) -> None:
@@ -242,11 +271,12 @@ class Session:
             return []
         embeddings = load_device_embeddings(self.run_dir)
         rng = np.random.default_rng([rt.cfg.seed, 61])
-        served = np.flatnonzero((rt.roles != HOLDOUT) & (rt.split.test_item >= 0))
+        measured = (rt.roles != HOLDOUT) & rt.measured  # who declined being measured is not shown in the report
+        served = np.flatnonzero(measured & (rt.split.test_item >= 0))
         picks = list(rng.choice(served, size=min(n_users, len(served)), replace=False))
-        opted_out = np.flatnonzero(rt.roles == OPTED_OUT)
-        if len(opted_out) and not any(rt.roles[u] == OPTED_OUT for u in picks):
-            picks[-1] = int(opted_out[0])
+        fallback = np.flatnonzero(measured & ~rt.personalised)  # show one non-personalised user when there is one
+        if len(fallback) and picks and all(rt.personalised[u] for u in picks):
+            picks[-1] = int(fallback[0])
         return [
             format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
             for u in picks

@@ -5,7 +5,9 @@ Handlers only translate between Flower records and :mod:`fedsim.client.device`:
 * ``query``: tells the server which partition (shard) this node hosts — node ids are random, partitions are not;
 * ``train``: trains the listed users in turn (vectorised) from the received shared parameters, keeps their private
   embeddings in ``context.state`` and replies with the node's summed update — never a private embedding;
-* ``evaluate``: every hosted user ranks items on its own device and the node replies with per-user metrics.
+* ``evaluate``: users who declined contributing first fit their own embedding (shared model frozen, kept in
+  ``context.state``); every hosted user ranks items on its own device and the node replies with per-user metrics
+  (none for users who declined being measured).
 
 The config reaches the app through :func:`make_client_app`'s closure (``run_simulation`` passes no run config); under
 ``flwr run`` the module-level ``app`` reads it from ``context.run_config`` instead.
@@ -21,7 +23,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 
 from fedsim.checkpoint import device_dir, save_npz
-from fedsim.client.device import evaluate_shard, train_shard
+from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
 from fedsim.config import FedsimConfig
 from fedsim.records import arrays_of, config_of, to_record
 from fedsim.runtime import Runtime, get_runtime
@@ -103,7 +105,12 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     partition = int(context.node_config["partition-id"])
     shared = arrays_of(msg)
     users = rt.shards[partition]
-    result, extra = evaluate_shard(rt, users, _private_embeddings(context, rt, partition), shared)
+    private = _private_embeddings(context, rt, partition)
+    fitted = fit_local_only(rt, users, private, shared, int(config_of(msg).get("server-round", 0)))
+    if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
+        context.state[STATE_KEY] = to_record({"user-embedding": fitted})
+        private = fitted
+    result, extra = evaluate_shard(rt, users, private, shared)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
     record.update({name: values.tolist() for name, values in extra.items()})

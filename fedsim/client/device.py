@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.data.roles import HOLDOUT, OPTED_OUT
+from fedsim.data.roles import HOLDOUT
 from fedsim.ethics.risk import attack_uploads, membership_candidates, membership_losses
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
@@ -38,7 +38,10 @@ def train_shard(
     the simulated attacker's scores), the users' new private embeddings, and the raw :class:`LocalResult`.
     """
     samples = [rt.samples(int(u), server_round) for u in users]
-    params = rt.training_params(float(config.get("proximal-mu", 0.0)))
+    # privacy=on_device ("train-shared": False): fit only the private embedding, the shared model stays frozen
+    params = rt.training_params(
+        float(config.get("proximal-mu", 0.0)), train_shared=bool(config.get("train-shared", True))
+    )
     first_user = int(users[0]) if len(users) else 0
     rng = dp_rng(bool(config.get("secure-rng", False)), rt.cfg.seed, server_round, 4242, first_user)
     if "record-clip" in config:  # record-level DP-SGD on the device
@@ -79,7 +82,8 @@ def train_shard(
 def evaluate_shard(
     rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray]
 ) -> tuple[UserMetrics, dict[str, np.ndarray]]:
-    """Each device ranks all items (personalised, or the fallback if it opted out) and scores its held-out items.
+    """Each device ranks all items (personalised, or the fallback if it declined personalisation) and scores its
+    held-out items; a device whose user declined being measured is served but reports nothing.
 
     Also returns the simulated membership attacker's per-user losses (``attack.membership``) for the shard's
     opted-in and held-out users.
@@ -87,12 +91,35 @@ def evaluate_shard(
     roles = rt.roles[users]
     served = roles != HOLDOUT
     scores = rt.model.score_all(torch.as_tensor(private[served]), shared)
-    out_rows = np.flatnonzero(roles[served] == OPTED_OUT)
+    out_rows = np.flatnonzero(~rt.personalised[users[served]])
     if len(out_rows):
         scores[torch.as_tensor(out_rows)] = rt.fallback_scores(users[served][out_rows], shared)
-    metrics = evaluate_scores(scores, users[served], rt.split, rt.cfg.evaluation.k)
+    reported = rt.measured[users[served]]
+    metrics = evaluate_scores(
+        scores[torch.as_tensor(np.flatnonzero(reported))], users[served][reported], rt.split, rt.cfg.evaluation.k
+    )
     extra: dict[str, np.ndarray] = {}
     if rt.cfg.attack.membership:
         candidates = membership_candidates(rt, users)
         extra = {"mia-users": candidates, "mia-loss": membership_losses(rt, candidates, shared)}
     return metrics, extra
+
+
+def fit_local_only(
+    rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+) -> np.ndarray | None:
+    """Devices whose users declined contributing (:attr:`Runtime.local_only`) fit their private embedding on their own
+    data against the shared model, frozen — as the membership attacker fits one (``train_shared=False``) — so they
+    are still served a personalised ranking; nothing of it is uploaded. Called at every evaluation, before ranking.
+
+    Returns the shard's embeddings with theirs updated (``private`` holds all of ``users``), or None when the shard
+    hosts no such user.
+    """
+    rows = np.flatnonzero(np.isin(users, rt.local_only))
+    if len(rows) == 0:
+        return None
+    samples = [rt.samples(int(u), server_round, mitigate=False) for u in users[rows]]
+    fitted = train_users(rt.model, shared, private[rows], samples, rt.training_params(train_shared=False))
+    out = np.array(private, copy=True)
+    out[rows] = fitted.private.numpy()
+    return out

@@ -121,7 +121,7 @@ def _read_table(path: Path, sep: str, n_fields: int, sep_name: str) -> _Table:
 
 @dataclass(frozen=True)
 class _IntField:
-    """An integer column with a half-open range ``low <= value < high`` (ids, timestamps, ages, codes)."""
+    """An integer column with a half-open range ``low <= value < high`` (ids, ratings, timestamps, ages, codes)."""
 
     name: str
     low: int

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.data.roles import OPTED_OUT
 from fedsim.runtime import Runtime
 
 
@@ -49,7 +48,7 @@ def explain_user(
     n_reasons: int = 3,
 ) -> list[Explanation]:
     train_items = rt.split.train_items_of(user)
-    personalised = embedding is not None and (rt.cfg.mode == "centralized" or rt.roles[user] != OPTED_OUT)
+    personalised = embedding is not None and (rt.cfg.mode == "centralized" or bool(rt.personalised[user]))
     if personalised:
         scores = rt.model.score_all(torch.as_tensor(embedding[None, :], dtype=torch.float32), shared)[0]
         kind = "personalised"

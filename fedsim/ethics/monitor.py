@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, RoundReport
-from fedsim.data.roles import OPTED_IN, OPTED_OUT
+from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT, PURPOSES, declines_any
 from fedsim.ethics.exposure import exposure_metrics
 from fedsim.ethics.fairness import GroupStats, activity_groups, fairness_report
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
@@ -62,6 +62,13 @@ class EthicsMonitor(Callback):
 
     def on_round_end(self, report: RoundReport) -> Any:
         evaluation = report.evaluation
+        if evaluation is not None and not self.rt.measured[evaluation.users].all():
+            # devices of users who declined being measured report nothing; a path that evaluates them anyway
+            # (the centralized baseline) must still leave them out of the analytics and per_user.csv
+            keep = self.rt.measured[evaluation.users]
+            evaluation = UserMetrics(
+                evaluation.users[keep], {m: v[keep] for m, v in evaluation.values.items()}, evaluation.top_k[keep]
+            )
         if evaluation is None or len(evaluation.users) == 0:
             return None
         users = evaluation.users
@@ -77,6 +84,8 @@ class EthicsMonitor(Callback):
             if np.any(roles == role):
                 scalars[f"consent/{tag}_test_hr"] = float(evaluation.values["test_hr"][roles == role].mean())
                 scalars[f"consent/{tag}_users"] = float(np.sum(roles == role))
+        if declines_any(cfg.consent):
+            scalars.update(self.purpose_metrics(evaluation))
         if "consent/opted_out_test_hr" in scalars and "consent/opted_in_test_hr" in scalars:
             scalars["consent/personalization_lift_hr"] = (
                 scalars["consent/opted_in_test_hr"] - scalars["consent/opted_out_test_hr"]
@@ -86,3 +95,20 @@ class EthicsMonitor(Callback):
         for path in (self.run_dir / "per_user.csv", self.run_dir / "per_user" / f"round_{report.server_round:04d}.csv"):
             write_per_user_csv(path, self.rt, evaluation, self.groupings)
         return None
+
+    def purpose_metrics(self, evaluation: UserMetrics) -> dict[str, float]:
+        """Per purpose, the users who consent and who decline it (``consent/<purpose>/{consented,declined}_users``,
+        among everyone served) and their mean test HR (``…_test_hr``, among the measured ones): what each choice
+        costs the user who makes it. Who declined being measured has no HR, by construction."""
+        served = self.rt.roles != HOLDOUT
+        hr = evaluation.values["test_hr"]
+        out: dict[str, float] = {}
+        for column, purpose in enumerate(PURPOSES):
+            assert self.rt.purposes is not None
+            consents = self.rt.purposes[:, column]
+            for side, mask in (("consented", consents), ("declined", ~consents)):
+                out[f"consent/{purpose}/{side}_users"] = float(np.sum(served & mask))
+                measured = mask[evaluation.users]
+                if measured.any():
+                    out[f"consent/{purpose}/{side}_test_hr"] = float(hr[measured].mean())
+        return out

@@ -31,11 +31,13 @@ ITEMSET_KEYS = (("auc", "auc"), ("tpr1", "tpr_at_1pct_fpr"), ("precision", "prec
 def attack_uploads(
     rt: Runtime, result: LocalResult, users: np.ndarray, config: dict[str, Any], rng: np.random.Generator
 ) -> dict[str, float]:
-    """The curious server's item-set attack on a few users' individual uploads, as the server would see them."""
-    n = min(rt.cfg.attack.users_per_round, len(users))
+    """The curious server's item-set attack on a few users' individual uploads, as the server would see them (only
+    users who consent to being measured are attacked)."""
+    measured = np.flatnonzero(rt.measured[users])
+    n = min(rt.cfg.attack.users_per_round, len(measured))
     if not rt.cfg.attack.item_set or n == 0:
         return {}
-    chosen = np.sort(rng.choice(len(users), size=n, replace=False))
+    chosen = measured[np.sort(rng.choice(len(measured), size=n, replace=False))]
     norms = result.item_row_norms(rt.split.n_items)[torch.as_tensor(chosen)]
     sigma = float(config.get("local-noise-std", 0.0))
     if sigma > 0:  # local DP: the server sees every row of the upload with noise added on the device
@@ -59,9 +61,10 @@ def membership_losses(rt: Runtime, users: np.ndarray, shared: dict[str, np.ndarr
 
 
 def membership_candidates(rt: Runtime, users: np.ndarray) -> np.ndarray:
-    """The users of a shard the membership attacker scores: opted in or held out, with training data."""
+    """The users of a shard the membership attacker scores: contributing (opted in) or held out, with training data,
+    and consenting to being measured."""
     roles = rt.roles[users]
-    candidates = users[(roles == OPTED_IN) | (roles == HOLDOUT)]
+    candidates = users[(((roles == OPTED_IN) & rt.contributes[users]) | (roles == HOLDOUT)) & rt.measured[users]]
     return candidates[rt.split.n_train()[candidates] > 0]
 
 

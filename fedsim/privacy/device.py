@@ -70,5 +70,6 @@ def noise_upload_(
 
 def uploads_training_metrics(config: dict[str, Any]) -> bool:
     """Whether the device may report its training loss and sample counts: not under local or record-level DP, whose
-    guarantees cover only the noised update (those statistics would leave the device un-noised)."""
-    return "local-noise-std" not in config and "record-clip" not in config
+    guarantees cover only the noised update (those statistics would leave the device un-noised), nor under
+    on-device training (``train-shared`` False: nothing that depends on the data is uploaded)."""
+    return "local-noise-std" not in config and "record-clip" not in config and bool(config.get("train-shared", True))

@@ -11,6 +11,7 @@ from typing import Any
 
 from fedsim.ethics.fairness import GroupStats
 from fedsim.report.formatting import fmt
+from fedsim.report.postmortem import incidents
 
 _f = fmt
 
@@ -44,6 +45,37 @@ def _fairness_section(tables: dict[str, dict[str, dict[str, GroupStats]]], final
             )
         lines.append("")
     return lines
+
+
+def _purposes_section(purposes: dict[str, Any] | None, final: dict[str, float]) -> list[str]:
+    """Consent per purpose (only when some users declined one purpose): who made each choice and what it cost them."""
+    if not purposes:
+        return []
+    lines = [
+        "## Consent per purpose",
+        "",
+        f"Users served, by what they agreed to (final evaluation, test split). The accountant's population N is the "
+        f"{purposes.get('accountant_population')} contributing users; {purposes.get('local_only')} users who "
+        "declined contributing fit their embedding on their own device. Who declined being measured has no HR here.",
+        "",
+        "| purpose | consented: users | consented: HR@10 | declined: users | declined: HR@10 |",
+        "|---|---|---|---|---|",
+    ]
+    labels = {
+        "personalization": "personalised ranking",
+        "contribution": "contributing to the shared model",
+        "measurement": "being measured",
+    }
+    for purpose, label in labels.items():
+        counts = purposes.get(purpose, {})
+        declined_hr = (
+            "not measured" if purpose == "measurement" else _f(final.get(f"consent/{purpose}/declined_test_hr"))
+        )
+        lines.append(
+            f"| {label} | {counts.get('consented')} | {_f(final.get(f'consent/{purpose}/consented_test_hr'))} | "
+            f"{counts.get('declined')} | {declined_hr} |"
+        )
+    return [*lines, ""]
 
 
 def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, explanations: list[str]) -> str:
@@ -99,6 +131,7 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             f"personalisation lift {_f(final['consent/personalization_lift_hr'])}.",
         ]
     lines.append("")
+    lines += _purposes_section(summary.get("consent_purposes"), final)
     lines += _fairness_section(tables, final)
     lines += [
         "## Item exposure (everyone's top-10 lists)",
@@ -140,6 +173,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
                 f"{_f(action['value'], 4)}, bound {action['bound']})"
                 + (f", restored the model of round {action['restored_round']}" if "restored_round" in action else "")
             )
+        if incidents(audit):
+            lines += ["", "What each pause/rollback cost (utility, ε, noise) is written up in `postmortem.md`."]
     lines += ["", "## Why these recommendations (examples)", ""]
     lines += ["```", *explanations, "```"] if explanations else ["(no explanations: centralized run)"]
     return "\n".join(lines) + "\n"

@@ -72,6 +72,9 @@ def test_missing_file_names_the_file_and_where_to_get_it(tmp_path):
     assert "u.data" in message and "grouplens" in message and "\n" not in message
 
 
+TIMESTAMPS = "Unix seconds 0 <= t < 4102444800 (before 2100-01-01)"
+RATINGS = "whole stars 1..5"
+
 # (dataset, file, 1-based line, replacement for that line, the message after "<path> line <n>: ")
 BAD_DATA = {
     # a garbled id in u.item used to be a traceback
@@ -88,23 +91,51 @@ BAD_DATA = {
         "u.data",
         2,
         f"1\t2\t3\t{10**23}",
-        f"timestamp {10**23} is out of range; allowed: an integer 0 <= t < 2^63",
+        f"timestamp {10**23} is out of range; allowed: {TIMESTAMPS}",
     ),
     "timestamp-negative": (
         "ml-100k",
         "u.data",
         4,
         "2\t3\t1\t-5",
-        "timestamp -5 is out of range; allowed: an integer 0 <= t < 2^63",
+        f"timestamp -5 is out of range; allowed: {TIMESTAMPS}",
     ),
     # letters in the rating column used to be accepted (the column was never read)
-    "rating-letters": ("ml-100k", "u.data", 5, "3\t1\tx\t104", "rating 'x' is not a number; allowed: a number"),
-    "rating-nan": (
+    "rating-letters": ("ml-100k", "u.data", 5, "3\t1\tx\t104", f"rating 'x' is not an integer; allowed: {RATINGS}"),
+    "rating-nan": ("ml-100k", "u.data", 1, "1\t1\tnan\t100", f"rating 'nan' is not an integer; allowed: {RATINGS}"),
+    # ratings outside GroupLens' 1..5 whole stars used to be accepted (a shifted or corrupted row)
+    "rating-zero": ("ml-100k", "u.data", 2, "1\t2\t0\t101", f"rating 0 is out of range; allowed: {RATINGS}"),
+    "rating-six": ("ml-100k", "u.data", 3, "2\t2\t6\t102", f"rating 6 is out of range; allowed: {RATINGS}"),
+    "rating-negative": ("ml-100k", "u.data", 4, "2\t3\t-1\t103", f"rating -1 is out of range; allowed: {RATINGS}"),
+    "rating-half-star": (
+        "ml-100k",
+        "u.data",
+        5,
+        "3\t1\t4.5\t104",
+        f"rating '4.5' is not an integer; allowed: {RATINGS}",
+    ),
+    # a timestamp column shifted into the rating column
+    "rating-is-a-timestamp": (
         "ml-100k",
         "u.data",
         1,
-        "1\t1\tnan\t100",
-        "rating 'nan' is not a finite number; allowed: a finite number",
+        "1\t1\t881250949\t100",
+        f"rating 881250949 is out of range; allowed: {RATINGS}",
+    ),
+    # milliseconds (or a far-future clock) used to be accepted and reorder the leave-one-out split
+    "timestamp-milliseconds": (
+        "ml-100k",
+        "u.data",
+        2,
+        "1\t2\t3\t881250949000",
+        f"timestamp 881250949000 is out of range; allowed: {TIMESTAMPS}",
+    ),
+    "timestamp-year-2100": (
+        "ml-100k",
+        "u.data",
+        3,
+        "2\t2\t4\t4102444800",
+        f"timestamp 4102444800 is out of range; allowed: {TIMESTAMPS}",
     ),
     # rated items missing from u.item used to become untitled extra items
     "item-beyond-item-file": ("ml-100k", "u.data", 3, "2\t1700\t4\t102", "item 1700 is not in u.item (ids 1..3)"),
@@ -149,7 +180,7 @@ BAD_DATA = {
         "u.data",
         4,
         "2\t3\t1\t103.5",
-        "timestamp '103.5' is not an integer; allowed: an integer 0 <= t < 2^63",
+        f"timestamp '103.5' is not an integer; allowed: {TIMESTAMPS}",
     ),
     "non-integer-age": (
         "ml-100k",
@@ -168,13 +199,42 @@ BAD_DATA = {
         "item 2 is listed twice (first on line 2)",
     ),
     # ML-1M: the same rules
-    "ml1m-rating-letters": ("ml-1m", "ratings.dat", 5, "3::1::x::104", "rating 'x' is not a number; allowed: a number"),
+    "ml1m-rating-letters": (
+        "ml-1m",
+        "ratings.dat",
+        5,
+        "3::1::x::104",
+        f"rating 'x' is not an integer; allowed: {RATINGS}",
+    ),
+    "ml1m-rating-zero": ("ml-1m", "ratings.dat", 2, "1::2::0::101", f"rating 0 is out of range; allowed: {RATINGS}"),
+    "ml1m-rating-ten": ("ml-1m", "ratings.dat", 4, "2::3::10::103", f"rating 10 is out of range; allowed: {RATINGS}"),
+    "ml1m-rating-half-star": (
+        "ml-1m",
+        "ratings.dat",
+        1,
+        "1::1::3.5::100",
+        f"rating '3.5' is not an integer; allowed: {RATINGS}",
+    ),
+    "ml1m-timestamp-milliseconds": (
+        "ml-1m",
+        "ratings.dat",
+        3,
+        "2::2::4::978300760000",
+        f"timestamp 978300760000 is out of range; allowed: {TIMESTAMPS}",
+    ),
+    "ml1m-timestamp-negative": (
+        "ml-1m",
+        "ratings.dat",
+        5,
+        "3::1::2::-1",
+        f"timestamp -1 is out of range; allowed: {TIMESTAMPS}",
+    ),
     "ml1m-timestamp-1e23": (
         "ml-1m",
         "ratings.dat",
         2,
         f"1::2::3::{10**23}",
-        f"timestamp {10**23} is out of range; allowed: an integer 0 <= t < 2^63",
+        f"timestamp {10**23} is out of range; allowed: {TIMESTAMPS}",
     ),
     "ml1m-item-beyond-movies": (
         "ml-1m",
@@ -229,7 +289,7 @@ def test_line_numbers_count_blank_lines_and_the_earliest_bad_line_wins(tmp_path)
     with pytest.raises(DatasetError) as error:
         load_ml100k(tmp_path)
     assert str(error.value) == (
-        f"{tmp_path / 'u.data'} line 5: timestamp 'late' is not an integer; allowed: an integer 0 <= t < 2^63"
+        f"{tmp_path / 'u.data'} line 5: timestamp 'late' is not an integer; allowed: {TIMESTAMPS}"
     )
 
 
@@ -283,4 +343,4 @@ def test_one_bad_line_in_a_copy_of_real_ml100k_is_located(ml100k_path, tmp_path)
     (tmp_path / "u.data").write_text("\n".join(lines), encoding="latin-1")
     with pytest.raises(DatasetError) as error:
         load_ml100k(tmp_path)
-    assert str(error.value) == f"{tmp_path / 'u.data'} line 17: rating 'x' is not a number; allowed: a number"
+    assert str(error.value) == f"{tmp_path / 'u.data'} line 17: rating 'x' is not an integer; allowed: {RATINGS}"
