@@ -205,6 +205,7 @@ class EvaluationConfig:
     every: int = 5
     k: int = 10
     n_negatives: int = 99
+    max_users: int = 10_000  # above this many users, a seeded sample of this size is evaluated (0 = everyone)
 
 
 @dataclass
@@ -507,6 +508,7 @@ def _evaluation(cfg: FedsimConfig) -> None:
     )
     _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
     _check("evaluation.n_negatives", e.n_negatives >= 1, "an integer >= 1", e.n_negatives)
+    _check("evaluation.max_users", e.max_users >= 0, "0 (everyone) or an integer >= 1", e.max_users)
 
 
 def to_schema(cfg: DictConfig) -> FedsimConfig:

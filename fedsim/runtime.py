@@ -7,6 +7,7 @@ stateful pieces (strategy, accountant, loop), the devices own their private embe
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +64,18 @@ class Runtime:
         """Per user: consents to contributing to the shared model (may be sampled, uploads)."""
         assert self.purposes is not None
         return self.purposes[:, CONTRIBUTION]
+
+    @functools.cached_property
+    def in_evaluation_sample(self) -> np.ndarray:
+        """Per user: evaluated (and attacked, and in the fairness tables). Everyone up to ``evaluation.max_users``
+        users; above, a seeded sample of that size, the same in every round and on every node — evaluation, fairness
+        and the membership attack then cost O(sample), and their CIs say what the sample costs in precision."""
+        n, cap = self.split.n_users, self.cfg.evaluation.max_users
+        mask = np.ones(n, dtype=bool)
+        if 0 < cap < n:
+            mask[:] = False
+            mask[np.random.default_rng([self.cfg.seed, 97]).choice(n, size=cap, replace=False)] = True
+        return mask
 
     @property
     def measured(self) -> np.ndarray:

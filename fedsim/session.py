@@ -64,9 +64,14 @@ CENTRALIZED_THREAT_MODEL = {
 }
 
 
-def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
+def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str, Any]:
     k, n = cfg.evaluation.k, cfg.evaluation.n_negatives
+    cap = cfg.evaluation.max_users
+    sampled = n_users is not None and 0 < cap < n_users
     return {
+        "users": f"a seeded sample of {cap} of the {n_users} users (the same every round; evaluation.max_users)"
+        if sampled
+        else "every user",
         "feedback": "implicit: every interaction is a positive",
         "split": "leave-one-out by time per user: latest = test, second latest = validation (ties by item id)",
         "sampled": f"HR@{k}/NDCG@{k} rank the held-out item among it + {n} never-seen items drawn once per user "
@@ -77,7 +82,8 @@ def describe_protocol(cfg: FedsimConfig) -> dict[str, Any]:
         "where": "each user is evaluated on its own device with its private embedding"
         if cfg.mode == "federated"
         else "centralized model, same split",
-        "short": f"LOO by time, {n} sampled negatives (HR/NDCG@{k}) + full ranking (Recall/NDCG@{k}_full), test split",
+        "short": f"LOO by time, {n} sampled negatives (HR/NDCG@{k}) + full ranking (Recall/NDCG@{k}_full), test split"
+        + (f", evaluated on a seeded sample of {cap} users" if sampled else ""),
     }
 
 
@@ -128,7 +134,7 @@ class Session:
         k = cfg.evaluation.k
         served, trained_by = rt.split.evaluated_users, None
         if self.federated:  # the users the federation evaluates: all but the attack's hold-out and the unmeasured
-            served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served]]
+            served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served] & rt.in_evaluation_sample[served]]
             trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
         n_eval = int((rt.split.test_item >= 0).sum())
         return {
@@ -147,7 +153,7 @@ class Session:
             "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
             **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
-            "protocol": describe_protocol(cfg),
+            "protocol": describe_protocol(cfg, rt.split.n_users),
             "threat_model": self.threat_model(),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},
             "evaluation_k": k,

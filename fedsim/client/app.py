@@ -110,7 +110,8 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
         context.state[STATE_KEY] = to_record({"user-embedding": fitted})
         private = fitted
-    result, extra = evaluate_shard(rt, users, private, shared)
+    keep = rt.in_evaluation_sample[users]  # evaluation.max_users: only the sampled devices score
+    result, extra = evaluate_shard(rt, users[keep], private[keep], shared)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
     record.update({name: values.tolist() for name, values in extra.items()})

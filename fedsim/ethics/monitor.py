@@ -15,7 +15,7 @@ import numpy as np
 from fedsim.callbacks import Callback, RoundReport
 from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT, PURPOSES, declines_any
 from fedsim.ethics.exposure import exposure_metrics
-from fedsim.ethics.fairness import GroupStats, activity_groups, fairness_report
+from fedsim.ethics.fairness import GroupStats, activity_groups, bootstrap_ci, fairness_report
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
 from fedsim.runtime import Runtime
 
@@ -90,6 +90,11 @@ class EthicsMonitor(Callback):
             scalars["consent/personalization_lift_hr"] = (
                 scalars["consent/opted_in_test_hr"] - scalars["consent/opted_out_test_hr"]
             )
+        if not self.rt.in_evaluation_sample.all():  # a sample of users: say what it costs in precision
+            k = cfg.evaluation.k
+            for split in ("val", "test"):
+                low, high = bootstrap_ci(evaluation.values[f"{split}_hr"], self.seed)
+                scalars[f"{split}/hr@{k}_ci_low"], scalars[f"{split}/hr@{k}_ci_high"] = low, high
         report.metrics.update(scalars)
         self.latest_tables = tables
         for path in (self.run_dir / "per_user.csv", self.run_dir / "per_user" / f"round_{report.server_round:04d}.csv"):

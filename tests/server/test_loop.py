@@ -56,3 +56,17 @@ def test_a_stop_decision_ends_the_run_and_the_last_model_is_evaluated():
     assert outcome == {"rounds_completed": 2, "stop_reason": "asked to stop"}
     final = recorder.reports[-1]
     assert final.final_evaluation and final.server_round == 2 and final.evaluation is not None
+
+
+def test_a_large_population_is_evaluated_on_a_fixed_seeded_sample_with_cis(tmp_path):
+    from fedsim.run import run
+
+    summary = run(tiny_config("evaluation.max_users=15", rounds=2), tmp_path)
+    rt = get_runtime(tiny_config("evaluation.max_users=15", rounds=2))
+    sample = np.flatnonzero(rt.in_evaluation_sample)
+    assert len(sample) == 15
+    users = np.genfromtxt(tmp_path / "per_user.csv", delimiter=",", names=True, dtype=None, encoding=None)["user"]
+    assert set(users.tolist()) <= set(sample.tolist()) and len(users) > 0  # nobody outside the sample is scored
+    final = summary["final"]
+    assert final["test/hr@10_ci_low"] <= final["test/hr@10"] <= final["test/hr@10_ci_high"]
+    assert "sample of 15" in summary["protocol"]["users"]
