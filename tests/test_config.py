@@ -64,7 +64,7 @@ def test_every_option_of_a_group_changes_the_config(group):
     assert all(a != b for i, a in enumerate(configs) for b in configs[i + 1 :])
 
 
-PRESET_NEEDS = {"privacy_frontier": ["privacy.target_epsilon=8"]}
+PRESET_NEEDS = {"privacy_frontier": ["privacy.target_epsilon=8"], "privacy_population": ["privacy.target_epsilon=8"]}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
