@@ -186,7 +186,7 @@ class CentralDP(ClippedMechanism):
             "noise_multiplier": self.z,
             "noise_multiplier_update_sum": self.z_update,
             "noise_multiplier_count": self.z_count,
-            "clipping": ("adaptive (Andrew et al. 2021), start C=" if self.adaptive else "fixed C=")
+            "clipping": ("adaptive (Andrew et al. 2021), C for the next round=" if self.adaptive else "fixed C=")
             + f"{self.clipping_norm:g}"
             + (
                 f"; each round releases the centred unclipped-count Σ(b_i − ½) (sensitivity ½) with noise "
@@ -202,7 +202,9 @@ class CentralDP(ClippedMechanism):
             "covers": "the shared parameters released each round; the private user embedding is never released, "
             "so personalised models get joint DP",
             "not_covered": "per-device training metrics sent to the server (loss, sample counts, "
-            "clipped counts under fixed clipping), participation, evaluation metrics",
+            "clipped counts under fixed clipping), participation, evaluation metrics, and the diagnostics the "
+            "trusted server computes from the un-noised sum (privacy/signal_to_noise, "
+            "privacy/mean_update_norm_before_clip, privacy/participants, privacy/clipped_fraction_not_private)",
             "guarantee": f"user-level ({eps}) (ε, δ={self.delta:g})-DP for the shared model, see privacy/epsilon",
             "short": f"central user-level DP, z={self.z:.3f}, C={self.clipping_norm:g}, q={self.q:g}, "
             f"δ={self.delta:g}, Poisson + {self.accountant.method.upper()}",
