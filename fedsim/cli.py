@@ -336,12 +336,16 @@ def run_job(cfg: DictConfig) -> float | None:
                 raise ConfigError(problem)
         check_resume(config)
         from fedsim.run import print_summary, run  # heavy imports (torch, flwr) after validation
+        from fedsim.server.loop import FederationError
 
         summary = run(config, config.output_dir or hydra_cfg.runtime.output_dir)
     except (ConfigError, DatasetError) as error:
         for folder in {hydra_dir, run_dir}:
             discard(folder, f"{hydra_cfg.job.name}.log")
         _fail(error)
+    except FederationError as error:  # the run started: its files up to the last checkpoint stay
+        print(f"fedsim: error: {error} (files up to the last checkpoint are in {run_dir})", file=sys.stderr)
+        sys.exit(1)
     print_summary(summary)
     if str(summary.get("stop_reason", "")).startswith("interrupted"):
         print(

@@ -86,6 +86,8 @@ class FederationConfig:
     deadline_s: float = 0.0
     fail_fast: bool = False
     node_crash_prob: float = 0.0
+    node_hang_prob: float = 0.0  # fault injection: a node's train call sleeps node_hang_s (tests, teaching)
+    node_hang_s: float = 30.0
 
 
 @dataclass
@@ -216,6 +218,16 @@ class CheckpointConfig:
 
 
 @dataclass
+class PersonalizationConfig:
+    """``personalization/``: how a device personalises (fedsim/personalization); every method uploads only the
+    shared update."""
+
+    name: str = "private_embedding"
+    finetune_steps: int = 1  # local_finetune: local epochs of fine-tuning at evaluation
+    reconstruction_epochs: int = 3  # reconstruction: epochs fitting the user embedding, shared model frozen
+
+
+@dataclass
 class FedsimConfig:
     """The root config (``conf/config.yaml``)."""
 
@@ -238,6 +250,7 @@ class FedsimConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
 
 
 LOSSES = ("bce", "bpr")
@@ -277,7 +290,19 @@ def _positive(key: str, value: float) -> None:
 def validate(cfg: FedsimConfig) -> FedsimConfig:
     """Check ranges and cross-field rules once; return ``cfg`` unchanged when it is valid."""
     _one_of("mode", cfg.mode, MODES)
-    for check in (_dataset, _model, _client, _federation, _strategy, _privacy, _consent, _attack, _audit, _evaluation):
+    for check in (
+        _dataset,
+        _model,
+        _client,
+        _federation,
+        _strategy,
+        _privacy,
+        _consent,
+        _attack,
+        _audit,
+        _evaluation,
+        _personalization,
+    ):
         check(cfg)
     return cfg
 
@@ -359,6 +384,8 @@ def _federation(cfg: FedsimConfig) -> None:
     _check("federation.straggler_sigma", f.straggler_sigma >= 0, "a number >= 0", f.straggler_sigma)
     _check("federation.deadline_s", f.deadline_s >= 0, "0 (no deadline) or seconds > 0", f.deadline_s)
     _check("federation.node_crash_prob", 0.0 <= f.node_crash_prob < 1.0, "0 <= probability < 1", f.node_crash_prob)
+    _check("federation.node_hang_prob", 0.0 <= f.node_hang_prob < 1.0, "0 <= probability < 1", f.node_hang_prob)
+    _positive("federation.node_hang_s", f.node_hang_s)
 
 
 def _strategy(cfg: FedsimConfig) -> None:
@@ -509,6 +536,18 @@ def _evaluation(cfg: FedsimConfig) -> None:
     _check("evaluation.k", e.k >= 1, "an integer >= 1", e.k)
     _check("evaluation.n_negatives", e.n_negatives >= 1, "an integer >= 1", e.n_negatives)
     _check("evaluation.max_users", e.max_users >= 0, "0 (everyone) or an integer >= 1", e.max_users)
+
+
+def _personalization(cfg: FedsimConfig) -> None:
+    pe = cfg.personalization
+    _one_of("personalization.name", pe.name, names("personalization"))
+    _check("personalization.finetune_steps", pe.finetune_steps >= 1, "an integer >= 1", pe.finetune_steps)
+    epochs = pe.reconstruction_epochs
+    _check("personalization.reconstruction_epochs", epochs >= 1, "an integer >= 1", epochs)
+    if pe.name == "local_finetune" and cfg.model.name != "mf":
+        raise ConfigError("personalization.name=local_finetune personalises item rows only: it supports model=mf")
+    if pe.name != "private_embedding" and cfg.mode == "centralized":
+        raise ConfigError(f"personalization.name={pe.name} applies to mode=federated (use private_embedding)")
 
 
 def to_schema(cfg: DictConfig) -> FedsimConfig:

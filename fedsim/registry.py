@@ -1,9 +1,10 @@
 """The names fedsim accepts for each pluggable kind, and where each implementation lives.
 
-One registry per kind — dataset, model, strategy, privacy mechanism — mapping a config name to ``"module:attribute"``.
-Validation (:mod:`fedsim.config`) reads the names from here, and the builders import the attribute lazily, so this
-module imports nothing and every package may read it. Adding a dataset, model or mechanism touches three files: its
-implementation module, its line here, and its ``conf/<group>/<name>.yaml``.
+One registry per kind — dataset, model, strategy, privacy mechanism, personalization — mapping a config name to
+``"module:attribute"``. Validation (:mod:`fedsim.config`) reads the names from here, and the builders import the
+attribute lazily, so this module imports nothing and every package may read it. Adding a dataset, model, mechanism or
+personalization method touches three files: its implementation module, its line here, and its
+``conf/<group>/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ REGISTRIES: dict[str, dict[str, str]] = {
         "local": "fedsim.privacy.local:LocalDP",
         "record": "fedsim.privacy.record:RecordDP",
         "on_device": "fedsim.privacy.on_device:OnDevice",
+    },
+    "personalization": {
+        "private_embedding": "fedsim.personalization.private_embedding:PrivateEmbedding",
+        "local_finetune": "fedsim.personalization.local_finetune:LocalFinetune",
+        "reconstruction": "fedsim.personalization.reconstruction:Reconstruction",
     },
 }
 

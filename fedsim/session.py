@@ -26,6 +26,8 @@ from fedsim.ethics.risk import RiskMonitor
 from fedsim.ethics.utility import UtilityMonitor
 from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
+from fedsim.personalization import build_personalization
+from fedsim.personalization.cold_start import ColdStartMonitor
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
 from fedsim.report.postmortem import incidents, write_postmortem
@@ -121,6 +123,7 @@ class Session:
         measurements: list[Callback] = [self.monitor, self.utility]
         if self.federated:
             measurements.append(RiskMonitor(rt, mechanism.max_advantage_bound, cfg.seed))
+            measurements.append(ColdStartMonitor(rt))  # cold/*: only methods that serve never-trained users report
         writers: list[Callback] = [
             self.recorder,
             TensorBoardCallback(self.run_dir, HPARAM_KEYS),
@@ -155,6 +158,7 @@ class Session:
             "data_audit": _data_audit(rt),
             "protocol": describe_protocol(cfg, rt.split.n_users),
             "threat_model": self.threat_model(),
+            **({"personalization": build_personalization(cfg.personalization).describe()} if self.federated else {}),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},
             "evaluation_k": k,
         }

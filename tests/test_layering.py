@@ -13,7 +13,7 @@ LAYERS = [
     {"data", "models"},
     {"training", "metrics", "privacy", "records", "callbacks"},
     {"runtime"},
-    {"ethics", "tracking", "report", "centralized"},
+    {"ethics", "tracking", "report", "centralized", "personalization"},
     {"session"},
     {"client", "server"},
     {"run", "cli"},

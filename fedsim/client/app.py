@@ -15,6 +15,7 @@ The config reaches the app through :func:`make_client_app`'s closure (``run_simu
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import cast
 
@@ -25,6 +26,7 @@ from flwr.clientapp import ClientApp
 from fedsim.checkpoint import device_dir, save_npz
 from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
 from fedsim.config import FedsimConfig
+from fedsim.personalization import build_personalization
 from fedsim.records import arrays_of, config_of, to_record
 from fedsim.runtime import Runtime, get_runtime
 
@@ -86,13 +88,20 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     crash = float(config.get("crash-prob", 0.0))
     if crash > 0 and np.random.default_rng([cfg.seed, int(config["server-round"]), partition, 66]).random() < crash:
         raise RuntimeError(f"injected fault: node {partition} crashed (federation.node_crash_prob={crash:g})")
+    hang = float(config.get("hang-prob", 0.0))
+    if hang > 0 and np.random.default_rng([cfg.seed, int(config["server-round"]), partition, 67]).random() < hang:
+        time.sleep(float(config["hang-s"]))  # injected: a node that answers far too late
     users = np.asarray(config.pop("user-ids"), dtype=np.int64)
     shared = arrays_of(msg)
-    all_private = _private_embeddings(context, rt, partition)
+    keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: nothing kept
+    shard = rt.shards[partition]
+    all_private = _private_embeddings(context, rt, partition) if keeps else rt.model.init_private(shard, cfg.seed)
     rows = _rows_of(rt, partition, users)
     upload, metrics, new_private, _ = train_shard(
         rt, users, all_private[rows], shared, int(config["server-round"]), config
     )
+    if not keeps:
+        return Message(RecordDict({"arrays": to_record(upload), "metrics": MetricRecord(metrics)}), reply_to=msg)
     all_private = all_private.copy()
     all_private[rows] = new_private
     context.state[STATE_KEY] = to_record({"user-embedding": all_private})
@@ -105,13 +114,15 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     partition = int(context.node_config["partition-id"])
     shared = arrays_of(msg)
     users = rt.shards[partition]
-    private = _private_embeddings(context, rt, partition)
-    fitted = fit_local_only(rt, users, private, shared, int(config_of(msg).get("server-round", 0)))
+    server_round = int(config_of(msg).get("server-round", 0))
+    keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: re-fitted when ranking
+    private = _private_embeddings(context, rt, partition) if keeps else rt.model.init_private(users, cfg.seed)
+    fitted = fit_local_only(rt, users, private, shared, server_round) if keeps else None
     if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
         context.state[STATE_KEY] = to_record({"user-embedding": fitted})
         private = fitted
     keep = rt.in_evaluation_sample[users]  # evaluation.max_users: only the sampled devices score
-    result, extra = evaluate_shard(rt, users[keep], private[keep], shared)
+    result, extra = evaluate_shard(rt, users[keep], private[keep], shared, server_round)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
     record.update({name: values.tolist() for name, values in extra.items()})

@@ -16,6 +16,7 @@ import torch
 from fedsim.data.roles import HOLDOUT
 from fedsim.ethics.risk import attack_uploads, membership_candidates, membership_losses
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
+from fedsim.personalization import build_personalization
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
 from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
@@ -38,6 +39,8 @@ def train_shard(
     the simulated attacker's scores), the users' new private embeddings, and the raw :class:`LocalResult`.
     """
     samples = [rt.samples(int(u), server_round) for u in users]
+    # personalization=reconstruction: the embedding is re-fitted from scratch here (fedsim/personalization)
+    private = build_personalization(rt.cfg.personalization).train_start(rt, users, private, shared, server_round)
     # privacy=on_device ("train-shared": False): fit only the private embedding, the shared model stays frozen
     params = rt.training_params(
         float(config.get("proximal-mu", 0.0)), train_shared=bool(config.get("train-shared", True))
@@ -80,7 +83,7 @@ def train_shard(
 
 
 def evaluate_shard(
-    rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray]
+    rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int = 0
 ) -> tuple[UserMetrics, dict[str, np.ndarray]]:
     """Each device ranks all items (personalised, or the fallback if it declined personalisation) and scores its
     held-out items; a device whose user declined being measured is served but reports nothing.
@@ -90,7 +93,8 @@ def evaluate_shard(
     """
     roles = rt.roles[users]
     served = roles != HOLDOUT
-    scores = rt.model.score_all(torch.as_tensor(private[served]), shared)
+    method = build_personalization(rt.cfg.personalization)  # how the device ranks (fedsim/personalization)
+    scores = method.scores(rt, users[served], private[served], shared, server_round)
     out_rows = np.flatnonzero(~rt.personalised[users[served]])
     if len(out_rows):
         scores[torch.as_tensor(out_rows)] = rt.fallback_scores(users[served][out_rows], shared)
@@ -102,6 +106,7 @@ def evaluate_shard(
     if rt.cfg.attack.membership:
         candidates = membership_candidates(rt, users)
         extra = {"mia-users": candidates, "mia-loss": membership_losses(rt, candidates, shared)}
+    extra.update(method.cold_start_extras(rt, users, shared, server_round))  # users who never trained, if it can
     return metrics, extra
 
 

@@ -65,9 +65,11 @@ def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     if resume:
         session.restore(resume)
 
-    def checkpoint(server_round: int, loop_state: dict[str, Any], save_devices: Callable[[Path], None]) -> None:
-        save_devices(round_dir(run_dir, server_round) / "devices")
+    def checkpoint(server_round: int, loop_state: dict[str, Any], save_devices: Callable[[Path], bool]) -> bool:
+        if not save_devices(round_dir(run_dir, server_round) / "devices"):
+            return False  # a node did not store its devices: this round is not published
         session.checkpoint(server_round, loop.shared, loop_state)
+        return True
 
     loop.checkpointer = checkpoint
     session.begin()

@@ -45,6 +45,11 @@ from fedsim.server.strategy import load_strategy_state, strategy_state, sync_cur
 from fedsim.simulation import STOP_REQUESTED
 
 
+class FederationError(RuntimeError):
+    """The federation could not go on (nodes missing at discovery, a node failure under ``federation.fail_fast``):
+    the CLI prints it as one line — the run's files up to its last checkpoint are kept."""
+
+
 class FederatedLoop:
     """Runs ``rounds`` federated rounds over the Flower ``grid``.
 
@@ -96,9 +101,10 @@ class FederatedLoop:
         self.first_round = first_round
         # writes a checkpoint: called with (round, loop state, a function that has the nodes store their devices in a
         # folder); set by fedsim.server.app.serve
-        self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], None]], None] | None = None
+        self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], bool]], bool] | None = None
         self.checkpointed = first_round - 1
         self.node_failures = 0
+        self.eval_failures = 0
 
     # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -111,9 +117,6 @@ class FederatedLoop:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.participation = Participation.from_state(state["participations"])
         load_strategy_state(self.strategy, state.get("strategy", {}))
-
-    def _checkpoint(self) -> dict[str, Any]:
-        return {"shared": {k: v.copy() for k, v in self.shared.items()}, "strategy": strategy_state(self.strategy)}
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.shared = {k: v.copy() for k, v in checkpoint["shared"].items()}
@@ -157,6 +160,7 @@ class FederatedLoop:
                 evaluation, extras = self._evaluate(grid, server_round)
                 metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
                 metrics["time/eval_s"] = time.perf_counter() - t_eval
+                metrics["faults/eval_node_failures"] = float(self.eval_failures)
                 last_eval_round = server_round
             self.rounds_completed = server_round
 
@@ -217,7 +221,7 @@ class FederatedLoop:
         deadline = time.time() + self.cfg.federation.discovery_timeout_s
         while len(list(grid.get_node_ids())) < expected:
             if time.time() > deadline:
-                raise TimeoutError(
+                raise FederationError(
                     f"only {len(list(grid.get_node_ids()))} of {expected} nodes connected within "
                     f"federation.discovery_timeout_s={self.cfg.federation.discovery_timeout_s:g}"
                 )
@@ -226,7 +230,7 @@ class FederatedLoop:
             Message(RecordDict({"config": ConfigRecord({})}), node, MessageType.QUERY, group_id="discover")
             for node in grid.get_node_ids()
         ]
-        for reply in self._send(grid, messages)[0]:
+        for reply in self._send(grid, messages, timeout=self.cfg.federation.discovery_timeout_s)[0]:
             self.partition_of_node[reply.metadata.src_node_id] = int(metrics_of(reply)["partition-id"])
 
     def _train_round(
@@ -242,6 +246,8 @@ class FederatedLoop:
         base.update(self.mechanism.round_config(server_round))
         if self.cfg.federation.node_crash_prob > 0:  # fault injection, for tests and teaching
             base["crash-prob"] = self.cfg.federation.node_crash_prob
+        if self.cfg.federation.node_hang_prob > 0:
+            base["hang-prob"], base["hang-s"] = self.cfg.federation.node_hang_prob, self.cfg.federation.node_hang_s
         to_send = []
         for message in messages:
             partition = self.partition_of_node[message.metadata.dst_node_id]
@@ -308,8 +314,10 @@ class FederatedLoop:
             for node in self.partition_of_node
         ]
         parts: list[UserMetrics] = []
-        extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": []}
-        for reply in self._send(grid, messages)[0]:
+        extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": [], "cold-users": [], "cold-test-hr": []}
+        replies, failed = self._send(grid, messages, tolerate=not self.cfg.federation.fail_fast)
+        self.eval_failures = len(failed)  # a failed node's users are not evaluated this time (logged)
+        for reply in replies:
             record = metrics_of(reply)
             users = np.asarray(record["user-ids"], dtype=np.int64)
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
@@ -317,12 +325,11 @@ class FederatedLoop:
             parts.append(UserMetrics(users, values, top_k))
             for key in extras:
                 extras[key].extend(record.get(key, []))
-        device_extras = {}
-        if extras["mia-users"]:
-            device_extras = {
-                "mia-users": np.asarray(extras["mia-users"], dtype=np.int64),
-                "mia-loss": np.asarray(extras["mia-loss"], dtype=np.float64),
-            }
+        device_extras = {  # per-user values: membership losses, cold-start hits (fedsim/personalization)
+            key: np.asarray(values, dtype=np.int64 if key.endswith("-users") else np.float64)
+            for key, values in extras.items()
+            if extras[key.split("-")[0] + "-users"]
+        }
         return UserMetrics.concat(parts), device_extras
 
     # --- helpers -------------------------------------------------------------------------------------------------
@@ -330,12 +337,14 @@ class FederatedLoop:
         """The devices store their embeddings in the round's checkpoint folder, then the server writes the rest."""
         if self.checkpointer is None:
             return
-        self.checkpointer(server_round, self.state_dict(), lambda folder: self._save_devices(grid, str(folder)))
-        self.checkpointed = server_round
+        saved = self.checkpointer(server_round, self.state_dict(), lambda folder: self._save_devices(grid, str(folder)))
+        if saved:  # a node that could not store its devices (failed, too slow): the previous checkpoint stays current
+            self.checkpointed = server_round
 
-    def _save_devices(self, grid: Grid, folder: str | None = None) -> None:
-        """Ask every node to store its users' private embeddings on its own disk (read by ``fedsim-explain``)."""
-        self._send(
+    def _save_devices(self, grid: Grid, folder: str | None = None) -> bool:
+        """Ask every node to store its users' private embeddings on its own disk (read by ``fedsim-explain``);
+        True when every node did."""
+        _, failed = self._send(
             grid,
             [
                 Message(
@@ -346,23 +355,25 @@ class FederatedLoop:
                 )
                 for node in self.partition_of_node
             ],
+            tolerate=not self.cfg.federation.fail_fast,
         )
+        return not failed
 
-    def _send(self, grid: Grid, messages: list[Message], tolerate: bool = False) -> tuple[list[Message], list[Message]]:
+    def _send(
+        self, grid: Grid, messages: list[Message], tolerate: bool = False, timeout: float | None = None
+    ) -> tuple[list[Message], list[Message]]:
         """Send and wait for every reply; returns (replies, messages that failed). A node that raised or did not
         reply within ``federation.timeout_s`` fails the run unless ``tolerate`` (training rounds, by default)."""
         if not messages:
             return [], []
-        replies = list(grid.send_and_receive(messages, timeout=self.cfg.federation.timeout_s))
+        timeout = self.cfg.federation.timeout_s if timeout is None else timeout
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
         ok = [r for r in replies if not r.has_error()]
         answered = {r.metadata.src_node_id for r in ok}  # one message per node and call
         failed = [m for m in messages if m.metadata.dst_node_id not in answered]
         if failed and not tolerate:
             errors = [r.error.reason for r in replies if r.has_error()]
             if errors:
-                raise RuntimeError(f"a node failed: {errors[0]}")
-            raise TimeoutError(
-                f"{len(failed)} of {len(messages)} nodes did not reply within "
-                f"federation.timeout_s={self.cfg.federation.timeout_s}"
-            )
+                raise FederationError(f"a node failed: {errors[0]}")
+            raise FederationError(f"{len(failed)} of {len(messages)} nodes did not reply within {timeout:g} s")
         return ok, failed

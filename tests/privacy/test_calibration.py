@@ -25,6 +25,7 @@ def test_calibrated_noise_reaches_the_target_but_never_exceeds_it(target, q, rou
     assert eps == pytest.approx(target, rel=0.01)
 
 
+@pytest.mark.slow
 def test_calibration_agrees_with_the_notes():
     # shared/notes/privacy-fairness.md §1.3: q=0.01, T=100, δ=1e-5, target ε=2 → z(PLD)=0.737
     assert calibrate_noise(2.0, 1e-5, 0.01, 100) == pytest.approx(0.737, abs=0.002)

@@ -114,7 +114,7 @@ def test_centred_count_moves_by_exactly_half_when_one_user_is_added():
     assert _count_sensitivity(mechanism) == pytest.approx(0.5, abs=1e-9)
 
 
-@pytest.mark.parametrize("target", [1.0, 4.0])
+@pytest.mark.parametrize("target", [1.0, pytest.param(4.0, marks=pytest.mark.slow)])
 def test_calibration_with_adaptive_clipping_meets_the_target_for_the_composed_mechanism(target):
     mechanism = _adaptive(target_epsilon=target)
     z_sum = mechanism.noise_std() / mechanism.clipping_norm

@@ -1,0 +1,29 @@
+"""Personalization methods: how a device turns the shared model plus its own data into its ranking.
+
+Every method runs on the same protocol, data and privacy step: what leaves a device is only the shared update that
+:func:`fedsim.client.device.train_shard` builds (clipped and noised as the mechanism asks). A method decides only what
+the device does *around* that update — which user embedding it starts a round from, whether it keeps it, and how it
+ranks at evaluation. Select one with ``personalization=<name>`` (``conf/personalization/``); the names live in
+:mod:`fedsim.registry` (kind ``"personalization"``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fedsim.config import PersonalizationConfig
+from fedsim.personalization.base import Personalization
+from fedsim.registry import resolve
+
+__all__ = ["Personalization", "build_personalization"]
+
+
+@functools.lru_cache(maxsize=8)
+def _build(name: str, finetune_steps: int, reconstruction_epochs: int) -> Personalization:
+    cfg = PersonalizationConfig(name=name, finetune_steps=finetune_steps, reconstruction_epochs=reconstruction_epochs)
+    return resolve("personalization", name)(cfg)
+
+
+def build_personalization(cfg: PersonalizationConfig) -> Personalization:
+    """The method ``cfg.name`` (memoised per process: methods hold no per-run state)."""
+    return _build(cfg.name, cfg.finetune_steps, cfg.reconstruction_epochs)

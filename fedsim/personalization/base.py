@@ -1,0 +1,62 @@
+"""The seam every personalization method plugs into (the reference behaviour is :mod:`.private_embedding`).
+
+A device's round is: pick the user embedding to start from (:meth:`Personalization.train_start`) → train as today
+(:func:`fedsim.training.local.train_users`, the one local objective) → privacy step → upload the shared update; keep
+the new embedding in ``context.state`` only if :attr:`Personalization.keeps_embedding`. At evaluation the device ranks
+all items with :meth:`Personalization.scores`. No hook can add anything to a message: the upload is built by the
+client from the shared update alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedsim.config import PersonalizationConfig
+from fedsim.data.roles import HOLDOUT
+from fedsim.metrics.evaluate import evaluate_scores
+from fedsim.runtime import Runtime
+
+
+class Personalization:
+    """Base class; its defaults are today's behaviour (a private user embedding kept on the device)."""
+
+    name = "base"
+    keeps_embedding = True  # the device stores its user embedding in context.state between rounds
+    serves_cold_start = False  # users who never trained (attack hold-out) can be served a personalised ranking
+
+    def __init__(self, cfg: PersonalizationConfig) -> None:
+        self.cfg = cfg
+
+    def train_start(
+        self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+    ) -> np.ndarray:
+        """The user embeddings local training starts from (default: the ones the device kept)."""
+        return private
+
+    def scores(
+        self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+    ) -> torch.Tensor:
+        """(U, n_items) scores the devices of ``users`` rank with (default: kept embedding × shared item table)."""
+        return rt.model.score_all(torch.as_tensor(private), shared)
+
+    def describe(self) -> str:
+        """What is released and what stays on the device (shown in summary.json under ``personalization``)."""
+        raise NotImplementedError
+
+    def cold_start_extras(
+        self, rt: Runtime, users: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+    ) -> dict[str, np.ndarray]:
+        """Per-user test HR@K of the shard's hold-out users (never trained, consenting to measurement), served by
+        this method from their local data alone — only for methods that can (:attr:`serves_cold_start`)."""
+        if not self.serves_cold_start:
+            return {}
+        cold = users[(rt.roles[users] == HOLDOUT) & rt.measured[users] & (rt.split.n_train()[users] > 0)]
+        cold = cold[rt.split.test_item[cold] >= 0]
+        if len(cold) == 0:
+            return {}
+        start = rt.model.init_private(cold, rt.cfg.seed)
+        metrics = evaluate_scores(
+            self.scores(rt, cold, start, shared, server_round), cold, rt.split, rt.cfg.evaluation.k
+        )
+        return {"cold-users": metrics.users, "cold-test-hr": metrics.values["test_hr"]}
