@@ -495,8 +495,8 @@ def _attack(cfg: FedsimConfig) -> None:
 
 def _gate_metric(name: str, metric: str, mechanism: str) -> None:
     """A pause/rollback picks the released model, so it may only read what the guarantee allows: validation metrics
-    (never test), the accountant's figures, item exposure of the top-K lists, and — under local DP, where the server only sees noised uploads — the
-    item-set attack on those uploads."""
+    (never test), the accountant's figures, item exposure of the top-K lists, and — under local DP, where the server
+    only sees noised uploads — the item-set attack on those uploads."""
     allowed = ("val/", "fair_val/", "util/", "privacy/", "items/") + (
         ("risk/itemset",) if mechanism == "local" else ()
     )
