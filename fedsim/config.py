@@ -497,9 +497,7 @@ def _gate_metric(name: str, metric: str, mechanism: str) -> None:
     """A pause/rollback picks the released model, so it may only read what the guarantee allows: validation metrics
     (never test), the accountant's figures, item exposure of the top-K lists, and — under local DP, where the server
     only sees noised uploads — the item-set attack on those uploads."""
-    allowed = ("val/", "fair_val/", "util/", "privacy/", "items/") + (
-        ("risk/itemset",) if mechanism == "local" else ()
-    )
+    allowed = ("val/", "fair_val/", "util/", "privacy/", "items/") + (("risk/itemset",) if mechanism == "local" else ())
     for pattern in metric.split("|"):
         if not pattern.strip().startswith(allowed):
             raise ConfigError(

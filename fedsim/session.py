@@ -266,6 +266,8 @@ class Session:
 
     def restore(self, resume: dict[str, Any]) -> None:
         """Give the callbacks their state from the checkpoint a run resumes from."""
+        if resume.get("warning"):  # said once, on the console and in summary.json / report.md
+            self.utility.warn(resume["warning"])
         callbacks = resume.get("callbacks", {})
         if "utility" in callbacks:
             self.utility.load_state_dict(callbacks["utility"])
@@ -344,8 +346,10 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[s
         )
     if mechanism is not None:
         mechanism.load_state_dict(json.loads((source / "privacy_state.json").read_text()))
-        mechanism.continue_for(cfg.federation.rounds, done)
+        warning = mechanism.continue_for(cfg.federation.rounds, done)
     resume: dict[str, Any] = {"done": done, "shared": _load_npz(source / "model.npz")}
+    if mechanism is not None and warning:
+        resume["warning"] = warning
     if (source / "loop_state.json").is_file() and (source / "strategy_state.npz").is_file():
         strategy = unflatten_state(_load_npz(source / "strategy_state.npz"))
         resume["loop_state"] = {**json.loads((source / "loop_state.json").read_text()), "strategy": strategy}

@@ -63,6 +63,10 @@ class UtilityMonitor(Callback):
             )
         return out
 
+    def warn(self, line: str) -> None:
+        """A warning about the run's usefulness from elsewhere (e.g. a resume that left little privacy budget)."""
+        self._warn(line)
+
     def _warn(self, line: str) -> None:
         self.warnings.append(line)
         say(f"warning: {line}")

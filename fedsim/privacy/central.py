@@ -220,13 +220,14 @@ class CentralDP(ClippedMechanism):
             "flower_releases": [list(r) for r in self._flower_releases],
         }
 
-    def continue_for(self, rounds: int, done: int) -> None:
+    def continue_for(self, rounds: int, done: int) -> str | None:
         """With ``target_epsilon``, recalibrate z for the rounds still to come, charging the rounds already spent, so
-        the final ε stays ≤ target (the first run was calibrated for fewer rounds)."""
+        the final ε stays ≤ target (the first run was calibrated for fewer rounds). Warns when the budget left makes
+        the new rounds mostly noise (z more than doubled)."""
         if self.target_epsilon is None or math.isinf(self.target_epsilon):
-            return
+            return None
         if self.adaptive:
-            super().continue_for(rounds, done)
+            return super().continue_for(rounds, done)
         z = calibrate_remaining(
             self.accountant.history, self.target_epsilon, self.delta, self.q, rounds - done, self.accountant.method
         )
@@ -235,7 +236,14 @@ class CentralDP(ClippedMechanism):
                 f"resume_from: the {done} rounds already run spent ε={self.accountant.epsilon():.3f}; no noise "
                 f"keeps {rounds} rounds within privacy.target_epsilon={self.target_epsilon:g}"
             )
-        self.z = self.z_update = z
+        previous, self.z, self.z_update = self.z, z, z
+        if z > 2 * previous:
+            return (
+                f"resume_from: ε={self.accountant.epsilon():.3f} of privacy.target_epsilon={self.target_epsilon:g} "
+                f"is already spent, so rounds {done + 1}..{rounds} run at z={z:.3g} (was {previous:.3g}): mostly "
+                "noise — a larger target or fewer rounds would say more"
+            )
+        return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before

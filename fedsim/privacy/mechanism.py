@@ -74,9 +74,11 @@ class NoPrivacy:
             "parameters (private user embeddings never leave the device)",
         }
 
-    def continue_for(self, rounds: int, done: int) -> None:
+    def continue_for(self, rounds: int, done: int) -> str | None:
         """A resumed run goes on to ``rounds`` after ``done``: re-plan the noise so the promised ε still holds, or
-        refuse with one line (``ConfigError``). Nothing to re-plan without DP."""
+        refuse with one line (``ConfigError``); return a warning when the plan is valid but costly. Nothing to
+        re-plan without DP."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"mechanism": self.name}
@@ -105,7 +107,7 @@ class ClippedMechanism(NoPrivacy):
     def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
         return cls(cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
 
-    def continue_for(self, rounds: int, done: int) -> None:
+    def continue_for(self, rounds: int, done: int) -> str | None:
         if self.target_epsilon is not None and not math.isinf(self.target_epsilon):
             raise ConfigError(
                 f"resume_from with privacy.target_epsilon is supported for privacy=central with fixed clipping; "

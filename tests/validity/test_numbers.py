@@ -276,6 +276,9 @@ def test_resume_refuses_another_delta_and_keeps_the_target_epsilon(tmp_path):
     assert resumed["rounds_completed"] == 5
     assert resumed["final"]["privacy/epsilon"] <= 2.0 + 1e-9
     assert resumed["threat_model"]["noise_multiplier"] > first["threat_model"]["noise_multiplier"]
+    z_before, z_after = first["threat_model"]["noise_multiplier"], resumed["threat_model"]["noise_multiplier"]
+    said = [w for w in resumed["warnings"] if "mostly noise" in w]
+    assert bool(said) == (z_after > 2 * z_before)  # a resume that leaves little budget says so
 
 
 # --- item 8: the audit picks models on validation, never on test ------------------------------------------------------
