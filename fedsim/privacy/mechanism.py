@@ -113,6 +113,7 @@ class ClippedMechanism(NoPrivacy):
                 f"resume_from with privacy.target_epsilon is supported for privacy=central with fixed clipping; "
                 f"for privacy.mechanism={self.name} set privacy.noise_multiplier (the z in force) instead"
             )
+        return None
 
     def round_config(self, server_round: int) -> dict[str, Any]:
         return {"user-weighting": "uniform", "clipping-norm": self.clipping_norm, "secure-rng": self.secure_rng}
