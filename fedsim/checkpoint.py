@@ -31,6 +31,12 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """An ``.npz`` file as a plain dict of arrays (read fully, file closed)."""
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
 def save_json(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")

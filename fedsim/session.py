@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, CallbackList
-from fedsim.checkpoint import latest, publish, round_dir, save_json, save_npz
+from fedsim.checkpoint import latest, load_npz, publish, round_dir, save_json, save_npz
 from fedsim.config import ConfigError, FedsimConfig, as_dict
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
@@ -347,22 +347,17 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[s
     if mechanism is not None:
         mechanism.load_state_dict(json.loads((source / "privacy_state.json").read_text()))
         warning = mechanism.continue_for(cfg.federation.rounds, done)
-    resume: dict[str, Any] = {"done": done, "shared": _load_npz(source / "model.npz")}
+    resume: dict[str, Any] = {"done": done, "shared": load_npz(source / "model.npz")}
     if mechanism is not None and warning:
         resume["warning"] = warning
     if (source / "loop_state.json").is_file() and (source / "strategy_state.npz").is_file():
-        strategy = unflatten_state(_load_npz(source / "strategy_state.npz"))
+        strategy = unflatten_state(load_npz(source / "strategy_state.npz"))
         resume["loop_state"] = {**json.loads((source / "loop_state.json").read_text()), "strategy": strategy}
     if (source / "callbacks.json").is_file():
         resume["callbacks"] = json.loads((source / "callbacks.json").read_text())
         if (source / "audit_model.npz").is_file():
-            resume["audit_arrays"] = _load_npz(source / "audit_model.npz")
+            resume["audit_arrays"] = load_npz(source / "audit_model.npz")
     return resume
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
 
 
 def flatten_state(state: dict[str, Any]) -> dict[str, np.ndarray]:

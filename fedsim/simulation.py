@@ -110,6 +110,17 @@ def run_federation(
             logging.getLogger("flwr").setLevel(logging.CRITICAL)
 
 
+def node_context(partition: int, num_nodes: int, node_id: int = 7, run_id: int = 1) -> Context:
+    """A virtual node's Flower context as the Simulation Engine builds it: its partition, empty private state."""
+    return Context(
+        run_id=run_id,
+        node_id=node_id,
+        node_config={"partition-id": partition, "num-partitions": num_nodes},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
 class InProcessGrid:
     """A Grid that delivers each message by calling the ClientApp in this process, one node after another.
 
@@ -124,13 +135,7 @@ class InProcessGrid:
         self.contexts: dict[int, Context] = {}
         for partition in range(num_nodes):
             node_id = rng.getrandbits(62) + 1
-            self.contexts[node_id] = Context(
-                run_id=run_id,
-                node_id=node_id,
-                node_config={"partition-id": partition, "num-partitions": num_nodes},
-                state=RecordDict(),
-                run_config={},
-            )
+            self.contexts[node_id] = node_context(partition, num_nodes, node_id, run_id)
         TaskIdentity.run_id = run_id
         TaskIdentity.node_id = 0
         TaskIdentity.task_id = 0

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _parse(argv: list[str]) -> tuple[Path, int, int]:
     if not argv or argv[0] in ("-h", "--help"):
@@ -30,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         summary_path, model_path = run_dir / "summary.json", run_dir / "model.npz"
         if not summary_path.is_file() or not model_path.is_file():
             raise ValueError(f"{run_dir}: not a finished fedsim run (needs summary.json and model.npz)")
+        from fedsim.checkpoint import load_npz
         from fedsim.config import from_dict
         from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
         from fedsim.runtime import get_runtime
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         rt = get_runtime(cfg)
         if not 0 <= user < rt.data.n_users:
             raise ValueError(f"user={user} is out of range; this run has users 0..{rt.data.n_users - 1}")
-        with np.load(model_path) as data:
-            shared = {name: data[name] for name in data.files}
+        shared = load_npz(model_path)
         embedding = load_device_embeddings(run_dir).get(user)
         print(format_explanations(user, str(rt.roles[user]), explain_user(rt, shared, embedding, user, k)))
     except ValueError as error:

@@ -103,8 +103,6 @@ class FederatedLoop:
         # folder); set by fedsim.server.app.serve
         self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], bool]], bool] | None = None
         self.checkpointed = first_round - 1
-        self.node_failures = 0
-        self.eval_failures = 0
 
     # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -157,10 +155,10 @@ class FederatedLoop:
             extras: dict[str, np.ndarray] = {}
             if server_round % self.cfg.evaluation.every == 0 or server_round == rounds:
                 t_eval = time.perf_counter()
-                evaluation, extras = self._evaluate(grid, server_round)
+                evaluation, extras, eval_failures = self._evaluate(grid, server_round)
                 metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
                 metrics["time/eval_s"] = time.perf_counter() - t_eval
-                metrics["faults/eval_node_failures"] = float(self.eval_failures)
+                metrics["faults/eval_node_failures"] = float(eval_failures)
                 last_eval_round = server_round
             self.rounds_completed = server_round
 
@@ -181,7 +179,7 @@ class FederatedLoop:
             self._checkpoint(grid, self.rounds_completed)
         if self.rounds_completed >= self.first_round and last_eval_round != self.rounds_completed:
             # stopped between evaluations: evaluate the last model, carrying that round's privacy figures along
-            evaluation, extras = self._evaluate(grid, self.rounds_completed)
+            evaluation, extras, _ = self._evaluate(grid, self.rounds_completed)
             metrics = {k: v for k, v in last_metrics.items() if k.startswith(("privacy/", "risk/itemset"))}
             metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
             self._report(self.rounds_completed, metrics, evaluation, None, {}, extras, final=True)
@@ -259,7 +257,6 @@ class FederatedLoop:
             )
             to_send.append(message)
         replies, failed = self._send(grid, to_send, tolerate=not self.cfg.federation.fail_fast)
-        self.node_failures = len(failed)
         if failed:
             lost = {self.partition_of_node[m.metadata.dst_node_id] for m in failed}
             users = users[~np.isin(self.partition_of_user[users], list(lost))]
@@ -278,7 +275,7 @@ class FederatedLoop:
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
         metrics["train/users"] = float(len(users))
-        metrics["faults/node_failures"] = float(self.node_failures)
+        metrics["faults/node_failures"] = float(len(failed))
         if "train-loss-sum" in aggregate.metrics:  # not reported under local or record-level DP (not covered)
             metrics["train/loss"] = aggregate.metrics["train-loss-sum"] / n
             metrics["train/samples"] = aggregate.metrics.get("samples", 0.0)
@@ -302,7 +299,9 @@ class FederatedLoop:
             raise RuntimeError(f"strategy {type(self.strategy).__name__} returned no model in round {server_round}")
         return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in new_arrays.items()}
 
-    def _evaluate(self, grid: Grid, server_round: int) -> tuple[UserMetrics, dict[str, np.ndarray]]:
+    def _evaluate(self, grid: Grid, server_round: int) -> tuple[UserMetrics, dict[str, np.ndarray], int]:
+        """Every node scores its users; returns the metrics, the devices' per-user extras, and how many nodes failed
+        (their users are not evaluated this time)."""
         arrays = to_record(self.shared)
         messages = [
             Message(
@@ -316,7 +315,6 @@ class FederatedLoop:
         parts: list[UserMetrics] = []
         extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": [], "cold-users": [], "cold-test-hr": []}
         replies, failed = self._send(grid, messages, tolerate=not self.cfg.federation.fail_fast)
-        self.eval_failures = len(failed)  # a failed node's users are not evaluated this time (logged)
         for reply in replies:
             record = metrics_of(reply)
             users = np.asarray(record["user-ids"], dtype=np.int64)
@@ -330,7 +328,7 @@ class FederatedLoop:
             for key, values in extras.items()
             if extras[key.split("-")[0] + "-users"]
         }
-        return UserMetrics.concat(parts), device_extras
+        return UserMetrics.concat(parts), device_extras, len(failed)
 
     # --- helpers -------------------------------------------------------------------------------------------------
     def _checkpoint(self, grid: Grid, server_round: int) -> None:

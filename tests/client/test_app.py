@@ -1,20 +1,11 @@
 """The ClientApp handlers, called in-process with real Flower messages."""
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from fedsim.client.app import STATE_KEY, make_client_app
 from fedsim.runtime import get_runtime
-
-
-def _context(partition: int, n: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=7,
-        node_config={"partition-id": partition, "num-partitions": n},
-        state=RecordDict(),
-        run_config={},
-    )
+from fedsim.simulation import node_context
 
 
 def _all_numbers(reply: Message) -> list[np.ndarray]:
@@ -31,7 +22,7 @@ def test_private_embeddings_never_leave_the_node(tiny_cfg, flower_identity):
     # Prepare
     rt = get_runtime(tiny_cfg)
     app = make_client_app(tiny_cfg)
-    context = _context(0, rt.n_nodes)
+    context = node_context(0, rt.n_nodes)
     users = rt.shards[0][:5]
     shared = rt.model.init_shared(0)
     arrays = ArrayRecord({k: Array(v) for k, v in shared.items()})

@@ -18,6 +18,7 @@ from fedsim.personalization import build_personalization
 from fedsim.registry import names
 from fedsim.run import run
 from fedsim.runtime import get_runtime
+from fedsim.simulation import node_context
 from fedsim.training.local import train_users
 
 METHODS = ("private_embedding", "local_finetune", "reconstruction")
@@ -115,20 +116,10 @@ def test_local_finetune_uploads_what_private_embedding_uploads_and_changes_the_r
     assert metrics_a.values.keys() == metrics_b.values.keys()
 
 
-def _context(partition: int, n: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=7,
-        node_config={"partition-id": partition, "num-partitions": n},
-        state=RecordDict(),
-        run_config={},
-    )
-
-
 def _train_twice(cfg) -> tuple[list[np.ndarray], Context]:
     """Send the same train message (round 1, the same model) twice to one node, evaluating after each."""
     rt = get_runtime(cfg)
-    app, context = make_client_app(cfg), _context(0, rt.n_nodes)
+    app, context = make_client_app(cfg), node_context(0, rt.n_nodes)
     arrays = ArrayRecord({k: Array(v) for k, v in rt.model.init_shared(0).items()})
     uploads = []
     for _ in range(2):
