@@ -221,21 +221,8 @@ def check_resume(config: FedsimConfig) -> None:
         load_resume(config)
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
-    """``conf/`` composed with Hydra overrides and validated — exactly what ``fedsim <overrides>`` runs (no output
-    directory side effects). Used by ``flwr run`` (fedsim.flower_apps), the tests and the experiment scripts."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_schema(hydra_compose(config_name="config", overrides=list(overrides)))
-
-
-def _compose_checked(overrides: list[str]) -> DictConfig | None:
-    """``conf/`` composed with ``overrides`` (Hydra's section included); Hydra's errors as one-line
-    :class:`ConfigError`, or None under ``HYDRA_FULL_ERROR=1`` (then Hydra reports them in full)."""
+def _hydra_compose(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """``conf/`` composed with Hydra overrides, as Hydra's compose API gives it (no output folder is made)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -243,13 +230,26 @@ def _compose_checked(overrides: list[str]) -> DictConfig | None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="cli"):
-            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
+    finally:
+        GlobalHydra.instance().clear()  # hydra.main initialises its own
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
+    """``conf/`` composed with Hydra overrides and validated — exactly what ``fedsim <overrides>`` runs (no output
+    directory side effects). Used by ``flwr run`` (fedsim.flower_apps), the tests and the experiment scripts."""
+    return to_schema(_hydra_compose(overrides))
+
+
+def _compose_checked(overrides: list[str]) -> DictConfig | None:
+    """``conf/`` composed with ``overrides`` (Hydra's section included); Hydra's errors as one-line
+    :class:`ConfigError`, or None under ``HYDRA_FULL_ERROR=1`` (then Hydra reports them in full)."""
+    try:
+        return _hydra_compose(overrides, with_hydra=True)
     except (HydraException, OmegaConfBaseException) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return None
         raise ConfigError(one_line(error)) from error
-    finally:
-        GlobalHydra.instance().clear()  # hydra.main initialises its own
 
 
 def _sweep_variants(overrides: list[str]) -> list[list[str]] | None:
