@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def save_json(path: Path, payload: Any) -> None:
+def save_json(path: Path, payload: Any, indent: int = 1, default: Callable[[Any], Any] = float) -> None:
+    """Write JSON atomically (temporary file, then rename): a reader never sees half a file. The one JSON writer
+    for run files (checkpoints and summary.json alike)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    tmp.write_text(json.dumps(payload, indent=indent, default=default) + "\n")
     os.replace(tmp, path)
 
 

@@ -372,5 +372,25 @@ def main() -> Any:
         raise
 
 
+def world_main(argv: Sequence[str] | None = None) -> None:
+    """``fedsim-world <folder> [overrides...]``: build the population of ``fedsim <overrides>`` once and save its
+    arrays to ``<folder>`` for SuperNodes to memory-map (``--node-config "... world='<folder>'"`` under ``flwr
+    run``): each then reads only its own partition's rows."""
+    from fedsim.runtime import export_world, get_runtime
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-") or "=" in args[0]:
+        _fail(
+            ValueError(
+                "usage: fedsim-world <folder> [hydra overrides...], e.g. fedsim-world world/ dataset.n_users=1000000"
+            )
+        )
+    try:
+        rt = get_runtime(compose(args[1:]))
+        folder = export_world(rt, args[0])
+    except (ConfigError, DatasetError, OSError, HydraException, OmegaConfBaseException) as error:
+        _fail(ValueError(one_line(error)))
+    print(f"fedsim-world: saved {rt.data.source}: {rt.data.n_users} users, {len(rt.shards)} partitions, to {folder}")
+
 if __name__ == "__main__":
     main()

@@ -76,6 +76,7 @@ class FederationConfig:
     user_weighting: str = "uniform"
     num_cpus_per_node: float = 1.0
     max_concurrent_nodes: int = 0
+    ray_address: str | None = None  # attach to a running Ray cluster ("auto", "host:6379"); None = start a local one
     timeout_s: float = 3600.0
     discovery_timeout_s: float = 120.0
     dropout: float = 0.0
@@ -102,6 +103,11 @@ class StrategyConfig:
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-3
+    # robust aggregation over the round's individual user updates (fedsim/security/robust.py); none = the plain mean
+    robust: str = "none"  # none | norm_bound | median | trimmed_mean | krum | multi_krum
+    robust_norm: float = 1.0  # norm_bound: each user's update is scaled to L2 <= this bound
+    robust_trim: float = 0.1  # trimmed_mean: share cut at each end of every coordinate (Flower's proportiontocut)
+    robust_byzantine: float = 0.1  # krum/multi_krum: assumed share f/n of Byzantine users in a round
 
 
 @dataclass
@@ -140,6 +146,17 @@ class ConsentConfig:
 
 
 @dataclass
+class PoisonConfig:
+    """``attack.poison``: malicious devices promoting a target item (fedsim/security/poisoning.py); off at 0."""
+
+    fraction: float = 0.0  # share of all users that are malicious devices (role "malicious", drawn from the seed)
+    target: int | None = None  # item to promote; None: the coldest item with >= 1 training interaction (lowest id)
+    strategy: str = "fake_users"  # fake_users (data poisoning) | boost_target (model-update poisoning)
+    filler_items: int = 10  # the most popular items a fake user also "likes" / whose centre boost_target aims at
+    update_norm: float = 1.0  # boost_target: L2 norm of the crafted update (the round's clipping norm if clipped)
+
+
+@dataclass
 class AttackConfig:
     """``attack/``: measured privacy risk (curious-server item-set attack, membership inference, re-identification)."""
 
@@ -152,6 +169,7 @@ class AttackConfig:
     fit_epochs: int = 3
     reid_sizes: list[int] = field(default_factory=lambda: [2, 4, 8])
     reid_sample: int = 20_000  # users probed for re-identification risk (seeded sample with a CI; 0 = everyone)
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
 
 
 @dataclass
@@ -181,6 +199,8 @@ def default_audit_rules() -> dict[str, AuditRule]:
         "item_set_attack": AuditRule(metric="risk/itemset_auc", max=0.6),
         "utility_drop": AuditRule(metric="util/val_hr_drop_vs_best", max=0.05),
         "utility_vs_itempop": AuditRule(metric="util/val_hr_lift_vs_itempop", min=0.0),
+        # measured only when attack.poison.fraction > 0: share of benign users shown the attacker's target
+        "target_exposure": AuditRule(metric="risk/target_exposure@*", max=0.05),
     }
 
 
@@ -225,6 +245,45 @@ class PersonalizationConfig:
     name: str = "private_embedding"
     finetune_steps: int = 1  # local_finetune: local epochs of fine-tuning at evaluation
     reconstruction_epochs: int = 3  # reconstruction: epochs fitting the user embedding, shared model frozen
+    score_epochs: int = 1  # dual: epochs fitting the personal score function (item table frozen) before each round
+    offset_scale: float = 1.0  # dual: the device ranks with w + offset_scale·δ_u (its item fine-tuning, amplified)
+    ditto_lambda: float = 0.1  # ditto: λ of the pull λ/2‖v − w‖² of the personal model toward the shared one
+    personal_epochs: int = 1  # ditto: local epochs of the personal model per round
+
+
+@dataclass
+class SecAggConfig:
+    """``secagg/``: secure aggregation (SecAgg+, Bell et al. 2020) simulated: the server learns only the round's sum
+    (fedsim/security/secagg.py). Quantisation defaults are Flower's ``SecAggPlusWorkflow``'s."""
+
+    enabled: bool = False
+    min_users: int = 10  # a round with fewer surviving users is aborted: the server learns nothing
+    num_shares: int = 0  # k neighbours each user shares keys with; 0 = min(n - 1, 2*ceil(log2 n)) (SecAgg+: O(log n))
+    clipping_range: float = 8.0  # each coordinate clipped to [-c, c] before quantisation
+    quantization_bits: int = 22  # 2**bits quantisation levels (Flower: quantization_range = 2**22)
+    modulus_bits: int = 32  # masks and sums live mod 2**bits (Flower: modulus_range = 2**32, its maximum)
+
+
+@dataclass
+class MitigationConfig:
+    """``mitigation/``: fairness-aware personalisation (fedsim/mitigation), off by default. Both mitigations read
+    item popularity from the shared model the device received (post-processing of the release: no privacy cost, and
+    no attribute leaves a device)."""
+
+    name: str = "none"  # none | exposure_regularizer (in local training) | rerank (post-processing of each top-K)
+    regularizer_weight: float = 0.1  # λ of the on-device popularity-correlation penalty (Zhu et al. 2021)
+    rerank_weight: float = 0.9  # λ of calibrated-popularity re-ranking (Steck 2018; Abdollahpouri et al. 2021)
+    rerank_pool: int = 100  # the top-N of a device's ranking that it re-ranks into its top-K
+    head_share: float = 0.2  # the short head: this share of items the shared model scores highest without a user
+
+
+@dataclass
+class ErasureConfig:
+    """``erasure.*``: the right to erasure (fedsim/ethics/erasure.py), off by default (``share: 0``)."""
+
+    share: float = 0.0  # share of contributing users who ask to be forgotten (a seeded draw)
+    round: int = 0  # they ask at the start of this round (> evaluation.every, so a "before" is measured)
+    policy: str = "continue"  # none (model kept as it stands) | continue (train on without them) | retrain
 
 
 @dataclass
@@ -251,6 +310,9 @@ class FedsimConfig:
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    mitigation: MitigationConfig = field(default_factory=MitigationConfig)
+    erasure: ErasureConfig = field(default_factory=ErasureConfig)
 
 
 LOSSES = ("bce", "bpr")
@@ -265,7 +327,9 @@ FALLBACKS = ("popularity", "shared_model")
 MITIGATIONS = ("none", "fake_items", "dense")
 ACTIONS = ("warn", "pause", "rollback")
 THENS = ("stop", "continue")
-REMEDIATIONS = ("none", "more_noise")
+REMEDIATIONS = ("none", "more_noise", "exposure_regularizer", "rerank")
+FAIRNESS_MITIGATIONS = ("none", "exposure_regularizer", "rerank")
+ERASURE_POLICIES = ("none", "continue", "retrain")
 
 
 def register_schemas() -> None:
@@ -302,6 +366,9 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
         _audit,
         _evaluation,
         _personalization,
+        _security,
+        _mitigation,
+        _erasure,
     ):
         check(cfg)
     return cfg
@@ -373,6 +440,10 @@ def _federation(cfg: FedsimConfig) -> None:
         "0 (auto) or an integer >= 1",
         f.max_concurrent_nodes,
     )
+    if f.ray_address is not None and f.backend != "ray":
+        raise ConfigError(
+            f"federation.ray_address={f.ray_address!r} needs federation.backend=ray (the in-process grid uses no Ray)"
+        )
     _positive("federation.timeout_s", f.timeout_s)
     _positive("federation.discovery_timeout_s", f.discovery_timeout_s)
     _check("federation.dropout", 0.0 <= f.dropout < 1.0, "0 <= probability < 1", f.dropout)
@@ -542,10 +613,119 @@ def _personalization(cfg: FedsimConfig) -> None:
     _check("personalization.finetune_steps", pe.finetune_steps >= 1, "an integer >= 1", pe.finetune_steps)
     epochs = pe.reconstruction_epochs
     _check("personalization.reconstruction_epochs", epochs >= 1, "an integer >= 1", epochs)
-    if pe.name == "local_finetune" and cfg.model.name != "mf":
-        raise ConfigError("personalization.name=local_finetune personalises item rows only: it supports model=mf")
+    _check("personalization.score_epochs", pe.score_epochs >= 0, "an integer >= 0", pe.score_epochs)
+    scale = pe.offset_scale
+    _check("personalization.offset_scale", scale >= 0 and math.isfinite(scale), "a finite number >= 0", scale)
+    _check(
+        "personalization.ditto_lambda", pe.ditto_lambda >= 0, "a number >= 0 (inf: the shared model)", pe.ditto_lambda
+    )
+    _check("personalization.personal_epochs", pe.personal_epochs >= 1, "an integer >= 1", pe.personal_epochs)
+    if pe.name in ("local_finetune", "dual", "ditto") and cfg.model.name != "mf":
+        raise ConfigError(f"personalization.name={pe.name} personalises MF item rows only: it supports model=mf")
+    if pe.name in ("dual", "ditto") and cfg.resume_from:
+        raise ConfigError(
+            f"personalization.name={pe.name} keeps personal state the device checkpoints do not hold: "
+            "resume_from is not supported"
+        )
     if pe.name != "private_embedding" and cfg.mode == "centralized":
         raise ConfigError(f"personalization.name={pe.name} applies to mode=federated (use private_embedding)")
+
+
+def _security(cfg: FedsimConfig) -> None:
+    """Poisoning, robust aggregation and secure aggregation (fedsim/security), and the combinations refused."""
+    po, s, sa = cfg.attack.poison, cfg.strategy, cfg.secagg
+    _check("attack.poison.fraction", 0.0 <= po.fraction < 0.5, "0 <= share < 0.5", po.fraction)
+    _one_of("attack.poison.strategy", po.strategy, names("poison"))
+    if po.target is not None:
+        _check("attack.poison.target", po.target >= 0, "an item id >= 0 (or null: a cold item)", po.target)
+    _check("attack.poison.filler_items", po.filler_items >= 1, "an integer >= 1", po.filler_items)
+    _positive("attack.poison.update_norm", po.update_norm)
+    if po.fraction > 0 and cfg.privacy.mechanism == "record":
+        raise ConfigError(
+            "attack.poison.fraction > 0 with privacy.mechanism=record is not simulated (DP-SGD devices train on their "
+            "recorded data, not a crafted profile); allowed: none, central, local, on_device"
+        )
+    _one_of("strategy.robust", s.robust, names("robust"))
+    _positive("strategy.robust_norm", s.robust_norm)
+    _check("strategy.robust_trim", 0.0 <= s.robust_trim < 0.5, "0 <= share < 0.5", s.robust_trim)
+    _check("strategy.robust_byzantine", 0.0 <= s.robust_byzantine < 0.5, "0 <= share < 0.5", s.robust_byzantine)
+    _check("secagg.min_users", sa.min_users >= 2, "an integer >= 2", sa.min_users)
+    _check("secagg.num_shares", sa.num_shares >= 0, "0 (auto) or an integer >= 1", sa.num_shares)
+    _positive("secagg.clipping_range", sa.clipping_range)
+    _check("secagg.modulus_bits", 2 <= sa.modulus_bits <= 32, "2..32 (Flower's modulus_range < 2**32)", sa.modulus_bits)
+    _check(
+        "secagg.quantization_bits",
+        1 <= sa.quantization_bits < sa.modulus_bits,
+        f"1..secagg.modulus_bits-1 ({sa.modulus_bits - 1})",
+        sa.quantization_bits,
+    )
+    if s.robust != "none":
+        if sa.enabled:
+            raise ConfigError(
+                f"strategy.robust={s.robust} needs each user's update, which secagg.enabled=true hides from the "
+                "server (it learns only the sum); use one of them"
+            )
+        if cfg.federation.user_weighting != "uniform":
+            raise ConfigError(
+                f"strategy.robust={s.robust} aggregates users unweighted: set federation.user_weighting=uniform"
+            )
+        mechanism = cfg.privacy.mechanism
+        if mechanism not in ("none", "central") or (mechanism == "central" and s.robust != "norm_bound"):
+            raise ConfigError(
+                f"strategy.robust={s.robust} with privacy.mechanism={cfg.privacy.mechanism}: only norm_bound keeps "
+                "the accountant's sensitivity (a sum of bounded updates), and local/record DP are not simulated per "
+                "user upload; allowed: privacy=none with any robust rule, privacy=central with norm_bound"
+            )
+        if cfg.mode != "federated":
+            raise ConfigError(f"strategy.robust={s.robust} applies to mode=federated")
+    if sa.enabled and cfg.privacy.mechanism in ("local", "on_device"):
+        raise ConfigError(
+            f"secagg.enabled=true with privacy.mechanism={cfg.privacy.mechanism} is not simulated; allowed: none, "
+            "central, record"
+        )
+
+
+def _mitigation(cfg: FedsimConfig) -> None:
+    mi = cfg.mitigation
+    _one_of("mitigation.name", mi.name, FAIRNESS_MITIGATIONS)
+    _check("mitigation.regularizer_weight", mi.regularizer_weight >= 0, "a number >= 0", mi.regularizer_weight)
+    _check("mitigation.rerank_weight", 0.0 <= mi.rerank_weight <= 1.0, "0 <= weight <= 1", mi.rerank_weight)
+    k = cfg.evaluation.k
+    _check("mitigation.rerank_pool", mi.rerank_pool >= k, f"an integer >= evaluation.k ({k})", mi.rerank_pool)
+    _check("mitigation.head_share", 0.0 < mi.head_share < 1.0, "0 < share < 1", mi.head_share)
+    remedies = {r.remediation for r in cfg.audit.rules.values()} if cfg.audit.enabled else set()
+    wanted = ({mi.name} | remedies) & {"exposure_regularizer", "rerank"}
+    if cfg.mode == "centralized" and wanted:
+        raise ConfigError(f"mitigation {sorted(wanted)[0]} applies to mode=federated (the devices mitigate)")
+    if "exposure_regularizer" in wanted and cfg.privacy.mechanism == "record":
+        raise ConfigError(
+            "mitigation exposure_regularizer (as mitigation.name or an audit remediation) lives in the local "
+            "objective, not in privacy=record's DP-SGD (whose per-record clipping would have to bound it too)"
+        )
+
+
+def _erasure(cfg: FedsimConfig) -> None:
+    er = cfg.erasure
+    _check("erasure.share", 0.0 <= er.share < 1.0, "0 <= share < 1", er.share)
+    _one_of("erasure.policy", er.policy, ERASURE_POLICIES)
+    if er.share == 0:
+        return
+    if cfg.mode != "federated" or cfg.resume_from:
+        raise ConfigError("erasure.share > 0 needs a fresh federated run (mode=federated, no resume_from)")
+    every, rounds = cfg.evaluation.every, cfg.federation.rounds
+    _check(
+        "erasure.round",
+        every < er.round <= rounds and (er.round - 1) % every == 0,
+        f"one round after an evaluation round (a multiple of evaluation.every={every} plus 1), at most "
+        f"federation.rounds={rounds}: the attack and the DP bound are measured on the model they asked about",
+        er.round,
+    )
+    restoring = [n for n, r in cfg.audit.rules.items() if r.action != "warn"] if cfg.audit.enabled else []
+    if er.policy == "retrain" and restoring:
+        raise ConfigError(
+            f"erasure.policy=retrain with audit rule {restoring[0]!r} (action != warn) is refused: a pause or "
+            "rollback could restore a model trained on the erased users"
+        )
 
 
 def to_schema(cfg: DictConfig) -> FedsimConfig:

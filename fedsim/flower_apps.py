@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsim.cli import compose
 from fedsim.client.app import handle_evaluate, handle_query, handle_train
 from fedsim.config import FedsimConfig
+from fedsim.runtime import get_runtime
 
 
 @functools.lru_cache(maxsize=4)
@@ -29,7 +30,14 @@ def compose_config(overrides: str) -> FedsimConfig:
 
 
 def config_of(context: Context) -> FedsimConfig:
-    return compose_config(str(context.run_config.get("overrides", "")))
+    """The node's config; a SuperNode started with ``--node-config "... world='<folder>'"`` (a folder that
+    ``fedsim-world`` wrote for the same overrides) memory-maps the population from it, so it reads only its own
+    partition's rows instead of building or loading everyone's data."""
+    cfg = compose_config(str(context.run_config.get("overrides", "")))
+    world = context.node_config.get("world")
+    if world:
+        get_runtime(cfg, str(world), required=True)
+    return cfg
 
 
 client_app = ClientApp()

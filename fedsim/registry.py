@@ -35,10 +35,24 @@ REGISTRIES: dict[str, dict[str, str]] = {
         "record": "fedsim.privacy.record:RecordDP",
         "on_device": "fedsim.privacy.on_device:OnDevice",
     },
+    "poison": {  # attack.poison.strategy (fedsim/security/poisoning.py)
+        "fake_users": "fedsim.security.poisoning:FakeUsers",
+        "boost_target": "fedsim.security.poisoning:BoostTarget",
+    },
+    "robust": {  # strategy.robust: a rule over the round's per-user updates (fedsim/security/robust.py)
+        "none": "fedsim.security.robust:mean",
+        "norm_bound": "fedsim.security.robust:norm_bound",
+        "median": "fedsim.security.robust:median",
+        "trimmed_mean": "fedsim.security.robust:trimmed_mean",
+        "krum": "fedsim.security.robust:krum",
+        "multi_krum": "fedsim.security.robust:multi_krum",
+    },
     "personalization": {
         "private_embedding": "fedsim.personalization.private_embedding:PrivateEmbedding",
         "local_finetune": "fedsim.personalization.local_finetune:LocalFinetune",
         "reconstruction": "fedsim.personalization.reconstruction:Reconstruction",
+        "dual": "fedsim.personalization.dual:Dual",
+        "ditto": "fedsim.personalization.ditto:Ditto",
     },
 }
 

@@ -6,6 +6,7 @@ in-process grid) or centralized training (same :class:`~fedsim.session.Session`)
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,11 +18,13 @@ from fedsim.client.app import make_client_app
 from fedsim.config import FedsimConfig
 from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
-from fedsim.runtime import get_runtime
+from fedsim.runtime import export_world, get_runtime
 from fedsim.server.app import make_server_app, serve
 from fedsim.session import Session, load_resume
 from fedsim.simulation import InProcessGrid, quiet_flower, run_federation, stop_on_interrupt
 from fedsim.tracking.progress import format_summary
+
+WORLD_DIR = ".world"  # the run's arrays for the Ray workers, removed when the federation ends
 
 
 def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -51,17 +54,27 @@ def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
         grid = cast(Grid, InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))  # duck-typed Grid
         return serve(grid, cfg, run_dir)
     outcome: dict[str, Any] = {}
-    run_federation(
-        make_server_app(cfg, run_dir, outcome),
-        make_client_app(cfg),
-        rt.n_nodes,
-        cfg.federation.num_cpus_per_node,
-        cfg.federation.max_concurrent_nodes,
-        cfg.verbose,
-    )
+    # the Ray workers memory-map the arrays built here rather than each building the population again (issue 7)
+    world = export_world(rt, Path(run_dir) / WORLD_DIR)
+    try:
+        _federate(cfg, run_dir, outcome, str(world), rt.n_nodes)
+    finally:
+        shutil.rmtree(world, ignore_errors=True)
     if "summary" not in outcome:
         raise RuntimeError("the federation ended without a summary (rerun with verbose=true to see why)")
     return outcome["summary"]
+
+
+def _federate(cfg: FedsimConfig, run_dir: str | Path, outcome: dict[str, Any], world: str, n_nodes: int) -> None:
+    run_federation(
+        make_server_app(cfg, run_dir, outcome),
+        make_client_app(cfg, world),
+        n_nodes,
+        cfg.federation.num_cpus_per_node,
+        cfg.federation.max_concurrent_nodes,
+        cfg.verbose,
+        cfg.federation.ray_address,
+    )
 
 
 def print_summary(summary: dict[str, Any]) -> None:

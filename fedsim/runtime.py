@@ -8,7 +8,9 @@ stateful pieces (strategy, accountant, loop), the devices own their private embe
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from fedsim.data import Interactions, Split, load_split
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.roles import (
     CONTRIBUTION,
+    MALICIOUS,
     MEASUREMENT,
     OPTED_IN,
     PERSONALIZATION,
@@ -92,8 +95,10 @@ class Runtime:
 
     @property
     def eligible(self) -> np.ndarray:
-        """Users who may be sampled to train: opted in, contributing, not held out, with training data."""
-        return np.flatnonzero((self.roles == OPTED_IN) & self.contributes & (self.split.n_train() > 0))
+        """Users who may be sampled to train: opted in, contributing, not held out, with training data — and the
+        malicious devices (attack.poison), which take part like anyone else and train on crafted data."""
+        benign = (self.roles == OPTED_IN) & self.contributes & (self.split.n_train() > 0)
+        return np.flatnonzero(benign | (self.roles == MALICIOUS))
 
     @property
     def population(self) -> int:
@@ -161,11 +166,110 @@ def _build_runtime(cfg: FedsimConfig) -> Runtime:
     return Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
 
 
-def get_runtime(cfg: FedsimConfig) -> Runtime:
-    """The per-process runtime for ``cfg`` (memoised: Ray workers build it on their first message)."""
+def get_runtime(cfg: FedsimConfig, world: str | Path | None = None, required: bool = False) -> Runtime:
+    """The per-process runtime for ``cfg`` (memoised: Ray workers build it on their first message).
+
+    With ``world`` (a folder :func:`export_world` wrote for this ``cfg``), the arrays are memory-mapped from it instead
+    of built: a Ray worker then neither regenerates the population nor holds a copy of it — a node's pages are read
+    only when it touches its own users' rows. A folder that is missing (a worker on another machine of a Ray
+    cluster) or was written for another population falls back to building — unless ``required`` (a SuperNode told
+    to map it), then that is a ValueError naming the folder.
+    """
     key = repr(cfg)
     if key not in _RUNTIMES:
         if len(_RUNTIMES) >= 2:
             _RUNTIMES.pop(next(iter(_RUNTIMES)))
-        _RUNTIMES[key] = _build_runtime(cfg)
+        loaded = _load_world(cfg, Path(world), required) if world is not None else None
+        _RUNTIMES[key] = loaded if loaded is not None else _build_runtime(cfg)
     return _RUNTIMES[key]
+
+
+_WORLD_META = "world.json"
+
+
+def export_world(rt: Runtime, folder: str | Path) -> Path:
+    """Save ``rt``'s arrays as ``.npy`` files (one per array, so each can be memory-mapped) and a small JSON index."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = _world_arrays(rt)
+    for name, values in arrays.items():
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
+    meta = {
+        "population": world_key(rt.cfg),
+        "arrays": sorted(arrays),
+        "n_users": rt.data.n_users,
+        "n_items": rt.data.n_items,
+        "item_names": rt.data.item_names,
+        "source": rt.data.source,
+        "attributes": sorted(rt.data.user_attributes),
+        "n_shards": len(rt.shards),
+    }
+    (folder / _WORLD_META).write_text(json.dumps(meta))  # written last: its presence marks a complete folder
+    return folder
+
+
+def _world_arrays(rt: Runtime) -> dict[str, np.ndarray]:
+    split = rt.split
+    arrays = {
+        "user": rt.data.user,
+        "item": rt.data.item,
+        "timestamp": rt.data.timestamp,
+        "train_indptr": split.train_indptr,
+        "train_items": split.train_items,
+        "val_item": split.val_item,
+        "test_item": split.test_item,
+        "eval_negatives": split.eval_negatives,
+        "roles": rt.roles,
+        "shard_users": np.concatenate(rt.shards),
+        "shard_sizes": np.array([len(s) for s in rt.shards], dtype=np.int64),
+    }
+    if rt.purposes is not None:
+        arrays["purposes"] = rt.purposes
+    arrays.update({f"attribute_{name}": np.asarray(v) for name, v in rt.data.user_attributes.items()})
+    return arrays
+
+
+def world_key(cfg: FedsimConfig) -> str:
+    """What a saved world depends on (the settings :func:`_build_runtime` reads): the data, its split and negatives,
+    the shards and the user roles. Other settings (rounds, privacy, output folder, ...) may differ."""
+    parts = (cfg.dataset, cfg.seed, cfg.evaluation.n_negatives, cfg.federation.users_per_node, cfg.consent, cfg.attack)
+    return repr(parts)
+
+
+def _load_world(cfg: FedsimConfig, folder: Path, required: bool = False) -> Runtime | None:
+    try:
+        meta = json.loads((folder / _WORLD_META).read_text())
+    except (OSError, ValueError):
+        if required:
+            raise ValueError(f"world={folder}: no saved population there (write one with fedsim-world)") from None
+        return None
+    if meta.get("population") != world_key(cfg):
+        if required:
+            raise ValueError(
+                f"world={folder} was saved for another population (dataset, seed, negatives, shards, consent or "
+                "attack settings differ): save it with fedsim-world and the same overrides as the run"
+            )
+        return None
+    a = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in meta["arrays"]}
+    data = Interactions(
+        user=a["user"],
+        item=a["item"],
+        timestamp=a["timestamp"],
+        n_users=meta["n_users"],
+        n_items=meta["n_items"],
+        user_attributes={name: a[f"attribute_{name}"] for name in meta["attributes"]},
+        item_names=meta["item_names"],
+        source=meta["source"],
+    )
+    split = Split(
+        n_users=meta["n_users"],
+        n_items=meta["n_items"],
+        train_indptr=a["train_indptr"],
+        train_items=a["train_items"],
+        val_item=a["val_item"],
+        test_item=a["test_item"],
+        eval_negatives=a["eval_negatives"],
+    )
+    shards = np.split(np.asarray(a["shard_users"]), np.cumsum(a["shard_sizes"])[:-1])
+    model = build_model(cfg.model, data.n_items)
+    return Runtime(cfg, data, split, model, shards, np.asarray(a["roles"]), a.get("purposes"))

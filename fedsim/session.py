@@ -20,6 +20,8 @@ from fedsim.config import ConfigError, FedsimConfig, as_dict
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
+from fedsim.ethics.controls import controls_threat_model
+from fedsim.ethics.erasure import ErasureMonitor
 from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
 from fedsim.ethics.monitor import EthicsMonitor
 from fedsim.ethics.risk import RiskMonitor
@@ -28,11 +30,13 @@ from fedsim.metrics.baselines import item_pop
 from fedsim.metrics.evaluate import metric_tags
 from fedsim.personalization import build_personalization
 from fedsim.personalization.cold_start import ColdStartMonitor
+from fedsim.personalization.lift import LiftMonitor
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
 from fedsim.report.postmortem import incidents, write_postmortem
 from fedsim.report.run_report import render
 from fedsim.runtime import Runtime
+from fedsim.security.describe import security_description, security_monitors, security_threat_model
 from fedsim.tracking.progress import ProgressBar
 from fedsim.tracking.recorder import RunRecorder
 from fedsim.tracking.tensorboard import TensorBoardCallback
@@ -124,6 +128,11 @@ class Session:
         if self.federated:
             measurements.append(RiskMonitor(rt, mechanism.max_advantage_bound, cfg.seed))
             measurements.append(ColdStartMonitor(rt))  # cold/*: only methods that serve never-trained users report
+            measurements += security_monitors(rt)  # risk/target_*, secagg/*: only when poisoning / secagg are on
+            measurements.append(LiftMonitor(rt))  # lift/*: only methods with personal parts report
+        self.erasure = ErasureMonitor(rt, cfg.seed) if self.federated and cfg.erasure.share > 0 else None
+        if self.erasure is not None:  # erasure/*: membership attack on erased users, before and after the request
+            measurements.append(self.erasure)
         writers: list[Callback] = [
             self.recorder,
             TensorBoardCallback(self.run_dir, HPARAM_KEYS),
@@ -154,6 +163,7 @@ class Session:
                 "nodes": rt.n_nodes,
             },
             "roles": {str(r): int(n) for r, n in zip(*np.unique(rt.roles, return_counts=True), strict=True)},
+            **(security_description(rt) if self.federated else {}),
             **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
             "protocol": describe_protocol(cfg, rt.split.n_users),
@@ -185,6 +195,8 @@ class Session:
                 "devices report without DP (and, under local DP, the item-set attack on noised uploads): a "
                 "data-dependent choice that ε does not cover; test metrics never steer training"
             )
+        threat.update(security_threat_model(self.cfg))  # poisoning devices, robust / secure aggregation (if on)
+        threat.update(controls_threat_model(self.cfg))  # fairness mitigation, erasure (if on)
         return threat
 
     def consent_purposes(self) -> dict[str, Any]:
@@ -227,6 +239,7 @@ class Session:
                 },
                 "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
                 "warnings": self.utility.closing_warnings(),
+                **({"erasure": self.erasure.summary(outcome.get("rounds_completed", 0))} if self.erasure else {}),
             }
         )
         # the guarantee in force at the end (an audit remediation may have raised the noise)

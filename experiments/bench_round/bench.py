@@ -30,6 +30,7 @@ import torch
 from fedsim.client.device import train_shard
 from fedsim.config import DatasetConfig, FedsimConfig
 from fedsim.data.negatives import draw_user_samples
+from fedsim.ethics.risk import attack_uploads
 from fedsim.run import run
 from fedsim.runtime import get_runtime
 from fedsim.training.local import train_users
@@ -76,6 +77,24 @@ def floor_per_shard(cfg: FedsimConfig, repeats: int) -> list[float]:
     return times
 
 
+def attack_share(cfg: FedsimConfig, repeats: int) -> tuple[float, float]:
+    """Median seconds of one shard's device work (training, privacy step, attack, upload) and of the item-set attack
+    inside it, timed in the same process one after the other: the attack's share of a round, free of Ray's noise."""
+    torch.set_num_threads(1)
+    rt = get_runtime(cfg)
+    shared = rt.model.init_shared(0)
+    shard = rt.shards[0]
+    device, attack = [], []
+    for r in range(1, repeats + 1):
+        start = time.perf_counter()
+        *_, result = train_shard(rt, shard, rt.model.init_private(shard, 0), shared, r, {})
+        device.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        attack_uploads(rt, result, shard, {}, np.random.default_rng(r))
+        attack.append(time.perf_counter() - start)
+    return statistics.median(device), statistics.median(attack)
+
+
 def flower_rounds(cfg: FedsimConfig) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -102,6 +121,7 @@ def main() -> None:
     rows.append(
         (f"floor: per-shard vectorised, no Flower, 1 core ({get_runtime(cfg).n_nodes} shards)", floor, "5 repeats")
     )
+    device, attack = attack_share(cfg, 5)
     torch.set_num_threads(os.cpu_count() or 1)
 
     inproc, _ = flower_rounds(bench_config(args.data, args.rounds, backend="inprocess"))
@@ -112,6 +132,16 @@ def main() -> None:
             "Flower + Ray, sharded (default)",
             statistics.median(sharded[1:]),
             f"{len(sharded) - 1} rounds; round 1 {sharded[0]:.1f}s; run {total:.0f}s",
+        )
+    )
+    quiet = bench_config(args.data, args.rounds, backend="ray")
+    quiet.attack.item_set = False  # what the per-round item-set attack measurement costs (issue 7: <= 10%)
+    no_attack, total = flower_rounds(quiet)
+    rows.append(
+        (
+            "Flower + Ray, sharded, item-set attack off",
+            statistics.median(no_attack[1:]),
+            f"attack share of the default round: {1 - statistics.median(no_attack[1:]) / rows[3][1]:.0%}",
         )
     )
     if not args.skip_per_user_nodes:
@@ -128,6 +158,10 @@ def main() -> None:
     print(f"{'setup':<58}{'s/round':>10}  {'x floor/cores':>14}  notes")
     for name, seconds, note in rows:
         print(f"{name:<58}{seconds:>10.3f}  {seconds / (floor / cores):>14.2f}  {note}")
+    print(
+        f"\nitem-set attack inside one shard's device work: {attack * 1000:.0f} ms of {device * 1000:.0f} ms "
+        f"({attack / device:.1%}; attack.users_per_round={cfg.attack.users_per_round} users per node)"
+    )
     if not args.skip_per_user_nodes:
         print(f"\nsharded vs one node per user: {rows[-1][1] / rows[3][1]:.1f}x faster")
 

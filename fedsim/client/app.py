@@ -23,6 +23,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsim import mitigation
 from fedsim.checkpoint import device_dir, save_npz
 from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
 from fedsim.config import FedsimConfig
@@ -31,6 +32,18 @@ from fedsim.records import arrays_of, config_of, to_record
 from fedsim.runtime import Runtime, get_runtime
 
 STATE_KEY = "fedsim-private"
+PERSONAL_KEY = "fedsim-personal"  # a method's personal state besides the embeddings (dual, ditto); never sent
+
+
+def _personal_state(context: Context, rt: Runtime, partition: int) -> np.ndarray | None:
+    """The shard's personal-state rows of the personalization method (created on first use), or None if it keeps
+    none."""
+    if PERSONAL_KEY not in context.state:
+        initial = build_personalization(rt.cfg.personalization).init_state(rt, rt.shards[partition])
+        if initial is None:
+            return None
+        context.state[PERSONAL_KEY] = to_record({"personal": initial})
+    return cast(Array, cast(ArrayRecord, context.state[PERSONAL_KEY])["personal"]).numpy()
 
 
 def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
@@ -64,6 +77,28 @@ def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _erase_devices(context: Context, rt: Runtime, partition: int, users: np.ndarray, reset_all: bool) -> None:
+    """The right to erasure on the node: the erased users' rows of every state it keeps go back to a fresh install's
+    (the seeded initialisation, which holds nothing of their data); ``reset_all`` (policy retrain) does so for every
+    user, whose embeddings were fitted against models the erased users shaped."""
+    if reset_all:
+        for key in (STATE_KEY, PERSONAL_KEY):
+            if key in context.state:
+                del context.state[key]
+        return
+    rows = _rows_of(rt, partition, users)
+    shard = rt.shards[partition]
+    embeddings = _private_embeddings(context, rt, partition).copy()
+    embeddings[rows] = rt.model.init_private(shard, rt.cfg.seed)[rows]
+    context.state[STATE_KEY] = to_record({"user-embedding": embeddings})
+    personal = _personal_state(context, rt, partition)
+    initial = build_personalization(rt.cfg.personalization).init_state(rt, shard) if personal is not None else None
+    if personal is not None and initial is not None:
+        personal = personal.copy()
+        personal[rows] = initial[rows]
+        context.state[PERSONAL_KEY] = to_record({"personal": personal})
+
+
 def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     """Report the hosted partition; with ``save-dir`` in the config, also store the shard's private embeddings
     *on the node's own disk* (the simulator's stand-in for each phone's storage, read by ``fedsim-explain``)."""
@@ -75,6 +110,9 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"users": rt.shards[partition], "embeddings": _private_embeddings(context, rt, partition)}
         save_npz(folder / f"partition_{partition:05d}.npz", arrays)
+    if "erase-users" in config or config.get("reset-all"):  # erasure (fedsim/ethics/erasure.py)
+        erased = np.asarray(config.get("erase-users", []), dtype=np.int64)
+        _erase_devices(context, rt, partition, erased, bool(config.get("reset-all", False)))
     return Message(
         RecordDict({"metrics": MetricRecord({"partition-id": partition, "num-users": len(rt.shards[partition])})}),
         reply_to=msg,
@@ -97,9 +135,15 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     shard = rt.shards[partition]
     all_private = _private_embeddings(context, rt, partition) if keeps else rt.model.init_private(shard, cfg.seed)
     rows = _rows_of(rt, partition, users)
+    all_personal = _personal_state(context, rt, partition)
+    personal = None if all_personal is None else all_personal[rows]
     upload, metrics, new_private, _ = train_shard(
-        rt, users, all_private[rows], shared, int(config["server-round"]), config
+        rt, users, all_private[rows], shared, int(config["server-round"]), config, personal
     )
+    if all_personal is not None:  # updated in place by the method; it stays on the node
+        all_personal = all_personal.copy()
+        all_personal[rows] = personal
+        context.state[PERSONAL_KEY] = to_record({"personal": all_personal})
     if not keeps:
         return Message(RecordDict({"arrays": to_record(upload), "metrics": MetricRecord(metrics)}), reply_to=msg)
     all_private = all_private.copy()
@@ -122,27 +166,37 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
         context.state[STATE_KEY] = to_record({"user-embedding": fitted})
         private = fitted
     keep = rt.in_evaluation_sample[users]  # evaluation.max_users: only the sampled devices score
-    result, extra = evaluate_shard(rt, users[keep], private[keep], shared, server_round)
+    personal = _personal_state(context, rt, partition)
+    personal = None if personal is None else personal[keep]
+    rerank = bool(config_of(msg).get(mitigation.EVAL_KEY, False))  # mitigation=rerank (fedsim/mitigation)
+    result, extra = evaluate_shard(rt, users[keep], private[keep], shared, server_round, personal, rerank)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
     record.update({name: values.tolist() for name, values in extra.items()})
     return Message(RecordDict({"metrics": MetricRecord(record)}), reply_to=msg)
 
 
-def make_client_app(cfg: FedsimConfig) -> ClientApp:
-    """A ClientApp whose handlers close over ``cfg`` (how config reaches Ray workers under ``run_simulation``)."""
+def make_client_app(cfg: FedsimConfig, world: str | None = None) -> ClientApp:
+    """A ClientApp whose handlers close over ``cfg`` (how config reaches Ray workers under ``run_simulation``).
+
+    ``world``: the folder where the driver saved this run's arrays (:func:`fedsim.runtime.export_world`); a worker
+    memory-maps them on its first message instead of building the population again (its later messages hit the
+    per-process runtime that this leaves behind)."""
     app = ClientApp()
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
+        get_runtime(cfg, world)
         return handle_query(cfg, msg, context)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        get_runtime(cfg, world)
         return handle_train(cfg, msg, context)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        get_runtime(cfg, world)
         return handle_evaluate(cfg, msg, context)
 
     return app

@@ -8,18 +8,24 @@ curious server could read from the upload (:mod:`fedsim.ethics.risk`) → weight
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedsim.data.roles import HOLDOUT
+from fedsim import mitigation
+from fedsim.data.roles import HOLDOUT, MALICIOUS
+from fedsim.ethics.erasure import erased_by
 from fedsim.ethics.risk import attack_uploads, membership_candidates, membership_losses
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
+from fedsim.mitigation.rerank import build_reranker
 from fedsim.personalization import build_personalization
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
 from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
+from fedsim.security.poisoning import build_attack, malicious_rows, measures_target, target_extras
+from fedsim.security.uploads import per_user_upload
 from fedsim.training.dpsgd import RecordDpParams, train_users_dpsgd
 from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
@@ -32,19 +38,29 @@ def train_shard(
     shared: dict[str, np.ndarray],
     server_round: int,
     config: dict[str, Any],
+    personal: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float], np.ndarray, LocalResult]:
     """Train ``users`` (with their private embeddings ``private``) and build the node's upload.
 
     Returns the upload (Σ_u w_u Δ_u per shared parameter, float64), its metrics (weights, losses, privacy counts,
     the simulated attacker's scores), the users' new private embeddings, and the raw :class:`LocalResult`.
+    ``personal`` (the users' rows of the method's personal state, if it keeps one) is updated in place.
     """
     samples = [rt.samples(int(u), server_round) for u in users]
+    attacker = build_attack(rt)  # attack.poison: malicious devices train on a crafted profile (fedsim/security)
+    bad = malicious_rows(rt, users)
+    if attacker is not None:
+        for row in bad.tolist():
+            samples[row] = attacker.samples(rt, int(users[row]), server_round)
+    method = build_personalization(rt.cfg.personalization)
     # personalization=reconstruction: the embedding is re-fitted from scratch here (fedsim/personalization)
-    private = build_personalization(rt.cfg.personalization).train_start(rt, users, private, shared, server_round)
+    private = method.train_start(rt, users, private, shared, server_round)
     # privacy=on_device ("train-shared": False): fit only the private embedding, the shared model stays frozen
     params = rt.training_params(
         float(config.get("proximal-mu", 0.0)), train_shared=bool(config.get("train-shared", True))
     )
+    if config.get(mitigation.TRAIN_KEY):  # mitigation=exposure_regularizer: the penalty joins the local objective
+        params = dataclasses.replace(params, exposure_weight=rt.cfg.mitigation.regularizer_weight)
     first_user = int(users[0]) if len(users) else 0
     rng = dp_rng(bool(config.get("secure-rng", False)), rt.cfg.seed, server_round, 4242, first_user)
     if "record-clip" in config:  # record-level DP-SGD on the device
@@ -68,13 +84,22 @@ def train_shard(
         )
     else:
         result = train_users(rt.model, shared, private, samples, params)
+    if personal is not None:  # dual, ditto: personal parts learn from the un-privatised result; they never leave
+        method.after_training(rt, users, result, shared, server_round, personal)
+    if attacker is not None:  # boost_target: the malicious devices replace their update with a crafted one
+        attacker.craft_updates_(rt, result, bad, shared, config)
     privacy_metrics = privatize_users_(result, config)
-    attack_metrics = attack_uploads(rt, result, users, config, rng)
+    # under secure aggregation the server never sees one upload: it attacks the sum instead (fedsim/server/combine.py)
+    attack_metrics = {} if rt.cfg.secagg.enabled else attack_uploads(rt, result, users, config, rng)
     weights = user_weights(config, rt.split.n_train()[users])
-    item_sum, dense_sum = result.weighted_sum(weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes)
-    noise_upload_(item_sum, dense_sum, len(users), config, rng)
-    upload = {"__items__": item_sum.numpy()}
-    upload.update({k: v.numpy() for k, v in dense_sum.items()})
+    upload = per_user_upload(rt, result, weights, users, server_round)  # strategy.robust or secagg: per-user form
+    if upload is None:
+        item_sum, dense_sum = result.weighted_sum(
+            weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes
+        )
+        noise_upload_(item_sum, dense_sum, len(users), config, rng)
+        upload = {"__items__": item_sum.numpy()}
+        upload.update({k: v.numpy() for k, v in dense_sum.items()})
     metrics = {"num-examples": float(weights.sum()), "num-users": float(len(users)), **privacy_metrics}
     if uploads_training_metrics(config):
         metrics.update({"train-loss-sum": float(result.loss.sum()), "samples": float(result.n_samples.sum())})
@@ -83,30 +108,50 @@ def train_shard(
 
 
 def evaluate_shard(
-    rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int = 0
+    rt: Runtime,
+    users: np.ndarray,
+    private: np.ndarray,
+    shared: dict[str, np.ndarray],
+    server_round: int = 0,
+    personal: np.ndarray | None = None,
+    rerank: bool = False,
 ) -> tuple[UserMetrics, dict[str, np.ndarray]]:
     """Each device ranks all items (personalised, or the fallback if it declined personalisation) and scores its
     held-out items; a device whose user declined being measured is served but reports nothing.
 
     Also returns the simulated membership attacker's per-user losses (``attack.membership``) for the shard's
-    opted-in and held-out users.
+    opted-in and held-out users. ``rerank`` (mitigation=rerank): every list is re-ranked on the device before it is
+    scored. Users who asked to be erased (``erasure``) report nothing once they asked; the attacker still scores them.
     """
     roles = rt.roles[users]
-    served = roles != HOLDOUT
+    served = (roles != HOLDOUT) & (roles != MALICIOUS)  # the attacker's devices are not measured (attack.poison)
     method = build_personalization(rt.cfg.personalization)  # how the device ranks (fedsim/personalization)
-    scores = method.scores(rt, users[served], private[served], shared, server_round)
+    scores = method.scores(
+        rt, users[served], private[served], shared, server_round, None if personal is None else personal[served]
+    )
     out_rows = np.flatnonzero(~rt.personalised[users[served]])
     if len(out_rows):
         scores[torch.as_tensor(out_rows)] = rt.fallback_scores(users[served][out_rows], shared)
-    reported = rt.measured[users[served]]
+    reported = rt.measured[users[served]] & ~np.isin(users[served], erased_by(rt, server_round))
+    k = rt.cfg.evaluation.k
+    reranker = build_reranker(rt.model, shared, rt.split, users[served], rt.cfg.mitigation, k) if rerank else None
     metrics = evaluate_scores(
-        scores[torch.as_tensor(np.flatnonzero(reported))], users[served][reported], rt.split, rt.cfg.evaluation.k
+        scores[torch.as_tensor(np.flatnonzero(reported))], users[served][reported], rt.split, k, reranker
     )
     extra: dict[str, np.ndarray] = {}
     if rt.cfg.attack.membership:
         candidates = membership_candidates(rt, users)
         extra = {"mia-users": candidates, "mia-loss": membership_losses(rt, candidates, shared)}
     extra.update(method.cold_start_extras(rt, users, shared, server_round))  # users who never trained, if it can
+    if measures_target(rt.cfg.attack.poison):  # where the attacker's target ranks for these benign users
+        extra.update(target_extras(rt, scores[torch.as_tensor(np.flatnonzero(reported))], users[served][reported]))
+    if method.reports_lift:  # the same users ranked by the shared model alone: personalisation lift (lift/*)
+        plain_scores = rt.model.score_all(torch.as_tensor(private[served]), shared)
+        if len(out_rows):  # who declined personalisation is served the fallback either way: no lift
+            plain_scores[torch.as_tensor(out_rows)] = scores[torch.as_tensor(out_rows)]
+        plain_scores = plain_scores[torch.as_tensor(np.flatnonzero(reported))]
+        plain = evaluate_scores(plain_scores, users[served][reported], rt.split, rt.cfg.evaluation.k)
+        extra.update({"shared-users": plain.users, "shared-test-hr": plain.values["test_hr"]})
     return metrics, extra
 
 

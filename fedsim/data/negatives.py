@@ -44,6 +44,7 @@ def draw_user_samples(
     loss: str,
     fake_ratio: float = 0.0,
     dense: bool = False,
+    positives: np.ndarray | None = None,
 ) -> UserSamples:
     """Draw ``epochs`` passes over the user's positives, each with ``negatives`` fresh negatives per positive.
 
@@ -53,9 +54,11 @@ def draw_user_samples(
       ``fake_ratio × |positives|`` random unseen items are trained on as if they were positives, so the upload
       touches items the user never chose;
     * ``dense`` — every unseen item is a negative once per epoch, so the upload touches the whole catalogue.
+
+    ``positives`` replaces the user's training items (a malicious device's crafted profile, fedsim/security).
     """
     rng = user_rng(seed, server_round, user)
-    real = split.train_items_of(user)
+    real = split.train_items_of(user) if positives is None else np.asarray(positives, dtype=np.int64)
     seen = np.sort(real)
     firsts, seconds, labels = [], [], []
     for _ in range(epochs):

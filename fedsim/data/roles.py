@@ -6,7 +6,10 @@ Every user gets one role, drawn once from the run's seed:
 * ``opted_out`` — declined personalisation: never trains, sends nothing, and is served a non-personalised ranking
   (``consent.fallback``: item popularity among opted-in users, or the shared model with no user embedding);
 * ``holdout`` — an opted-in user kept out of training on purpose, as a non-member for the membership-inference
-  attack (``attack.holdout_share``); not counted in utility or fairness.
+  attack (``attack.holdout_share``); not counted in utility or fairness;
+* ``malicious`` — a device the attacker controls (``attack.poison.fraction`` of all users, drawn from opted-in users
+  with a stream of its own, so turning poisoning on never moves the other roles): it trains on crafted data or uploads
+  a crafted update (fedsim/security/poisoning.py), is never evaluated, and is listed in per_user.csv.
 
 Opt-outs can be over-represented in one group (``consent.group_attribute``/``group_value``/``group_factor``: that
 group's opt-out odds are multiplied by the factor), to study who is left out when consent is uneven.
@@ -31,7 +34,7 @@ import numpy as np
 
 from fedsim.config import AttackConfig, ConfigError, ConsentConfig
 
-OPTED_IN, OPTED_OUT, HOLDOUT = "opted_in", "opted_out", "holdout"
+OPTED_IN, OPTED_OUT, HOLDOUT, MALICIOUS = "opted_in", "opted_out", "holdout", "malicious"
 PURPOSES = ("personalization", "contribution", "measurement")
 PERSONALIZATION, CONTRIBUTION, MEASUREMENT = range(len(PURPOSES))  # columns of the purposes matrix
 
@@ -57,6 +60,10 @@ def assign_roles(
         candidates = np.flatnonzero(roles == OPTED_IN)
         n_hold = int(round(attack.holdout_share * len(candidates)))
         roles[rng.choice(candidates, size=n_hold, replace=False)] = HOLDOUT
+    if attack.poison.fraction > 0:
+        candidates = np.flatnonzero(roles == OPTED_IN)
+        n_bad = min(int(round(attack.poison.fraction * n_users)), len(candidates))
+        roles[np.random.default_rng([seed, 41]).choice(candidates, size=n_bad, replace=False)] = MALICIOUS
     return roles.astype(str)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsim.mitigation.popularity import short_head  # the one definition of the short head (measured and mitigated)
+
 
 def gini(counts: np.ndarray) -> float:
     values = np.sort(np.asarray(counts, dtype=np.float64))
@@ -19,14 +21,6 @@ def gini(counts: np.ndarray) -> float:
         return 0.0
     cumulative = np.cumsum(values)
     return float((n + 1 - 2 * (cumulative / cumulative[-1]).sum()) / n)
-
-
-def short_head(popularity: np.ndarray, share: float = 0.2) -> np.ndarray:
-    """Boolean mask of the ``share`` most popular items (ties broken by item id)."""
-    order = np.lexsort((np.arange(len(popularity)), -popularity))
-    head = np.zeros(len(popularity), dtype=bool)
-    head[order[: int(np.ceil(share * len(popularity)))]] = True
-    return head
 
 
 def exposure_metrics(top_k: np.ndarray, popularity: np.ndarray) -> dict[str, float]:

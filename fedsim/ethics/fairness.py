@@ -112,6 +112,42 @@ def fairness_gaps(
     }
 
 
+def gap_cis(
+    hr: np.ndarray,
+    recall: np.ndarray,
+    groups: np.ndarray,
+    seed: int = 0,
+    min_group_size: int = MIN_GROUP_SIZE,
+    samples: int = BOOTSTRAP_SAMPLES,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Percentile-bootstrap CIs of the DI ratio and the EOD (``di_ratio_hr_ci_low`` … ``eod_recall_ci_high``): users
+    resampled with replacement *within* each group, so group sizes stay fixed — the uncertainty of the ratio that the
+    per-group CIs alone do not give. NaN when the gaps are undefined."""
+    groups = np.asarray(groups).astype(str)
+    kept = gap_groups(groups, min_group_size)
+    keys = ("di_ratio_hr_ci_low", "di_ratio_hr_ci_high", "eod_recall_ci_low", "eod_recall_ci_high")
+    if not kept:
+        return dict.fromkeys(keys, float("nan"))
+    rng = np.random.default_rng([seed, 59])
+    hr_means, recall_means = [], []
+    for g in kept:
+        rows = np.flatnonzero(groups == g)
+        draws = rows[rng.integers(0, len(rows), size=(samples, len(rows)))]
+        hr_means.append(hr[draws].mean(axis=1))
+        recall_means.append(recall[draws].mean(axis=1))
+    hr_m, recall_m = np.stack(hr_means), np.stack(recall_means)
+    top = hr_m.max(axis=0)
+    di = np.where(top > 0, hr_m.min(axis=0) / np.where(top > 0, top, 1.0), np.nan)
+    eod = recall_m.max(axis=0) - recall_m.min(axis=0)
+    alpha = (1 - level) / 2
+    out = {}
+    for name, values in (("di_ratio_hr", di), ("eod_recall", eod)):
+        out[f"{name}_ci_low"] = float(np.nanquantile(values, alpha))
+        out[f"{name}_ci_high"] = float(np.nanquantile(values, 1 - alpha))
+    return out
+
+
 def fairness_report(
     per_user: dict[str, np.ndarray],
     groupings: dict[str, np.ndarray],

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, RoundReport
-from fedsim.data.roles import HOLDOUT, OPTED_IN, OPTED_OUT, PURPOSES, declines_any
+from fedsim.data.roles import HOLDOUT, MALICIOUS, OPTED_IN, OPTED_OUT, PURPOSES, declines_any
 from fedsim.ethics.exposure import exposure_metrics
 from fedsim.ethics.fairness import GroupStats, activity_groups, bootstrap_ci, fairness_report
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
@@ -45,6 +45,11 @@ def write_per_user_csv(path: Path, rt: Runtime, evaluation: UserMetrics, groupin
                     *(g[user] for g in groupings.values()),
                     *(f"{evaluation.values[m][row]:.6g}" for m in PER_USER_METRICS),
                 ]
+            )
+        for user in np.flatnonzero(rt.roles == MALICIOUS).tolist():  # attack.poison: listed, never evaluated
+            writer.writerow(
+                [user, rt.roles[user], int(n_train[user]), *(g[user] for g in groupings.values())]
+                + ["nan"] * len(PER_USER_METRICS)
             )
 
 

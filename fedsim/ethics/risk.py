@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from fedsim.callbacks import Callback, RoundReport
-from fedsim.data.roles import HOLDOUT, OPTED_IN
+from fedsim.data.roles import HOLDOUT, MALICIOUS, OPTED_IN
 from fedsim.ethics.attacks import item_set_attack, membership_attack
+from fedsim.ethics.erasure import erased_by
 from fedsim.runtime import Runtime
 from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
@@ -32,8 +33,8 @@ def attack_uploads(
     rt: Runtime, result: LocalResult, users: np.ndarray, config: dict[str, Any], rng: np.random.Generator
 ) -> dict[str, float]:
     """The curious server's item-set attack on a few users' individual uploads, as the server would see them (only
-    users who consent to being measured are attacked)."""
-    measured = np.flatnonzero(rt.measured[users])
+    users who consent to being measured are attacked, never the attacker's own malicious devices)."""
+    measured = np.flatnonzero(rt.measured[users] & (rt.roles[users] != MALICIOUS))
     n = min(rt.cfg.attack.users_per_round, len(measured))
     if not rt.cfg.attack.item_set or n == 0:
         return {}
@@ -96,6 +97,7 @@ class RiskMonitor(Callback):
             losses = np.array([self.membership_loss[u] for u in users])
             roles = self.rt.roles[users]
             members = (roles == OPTED_IN) & (report.participations[users] > 0)
+            members &= ~np.isin(users, erased_by(self.rt, report.server_round))  # erased: measured by erasure/*
             nonmembers = roles == HOLDOUT
             if members.any() and nonmembers.any():
                 out.update(membership_attack(losses[members], losses[nonmembers], seed=self.seed))

@@ -8,6 +8,7 @@ server never sees the private embedding or the scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -55,10 +56,30 @@ class UserMetrics:
         return {m: float(np.mean(v)) if len(v) else float("nan") for m, v in self.values.items()}
 
 
-def evaluate_scores(scores: torch.Tensor, users: np.ndarray, split: Split, k: int = 10) -> UserMetrics:
+class ListReranker(Protocol):
+    """A device-side re-ranking of the lists it shows (``mitigation=rerank``: :mod:`fedsim.mitigation.rerank`)."""
+
+    def rank_of_last(self, scores: torch.Tensor, items: torch.Tensor, users: np.ndarray) -> torch.Tensor: ...
+
+    def rank_in_pool(
+        self,
+        scores: torch.Tensor,
+        exclude: torch.Tensor,
+        target: torch.Tensor,
+        base_rank: torch.Tensor,
+        users: np.ndarray,
+    ) -> torch.Tensor: ...
+
+    def top_k(self, recommendable: torch.Tensor, users: np.ndarray) -> torch.Tensor: ...
+
+
+def evaluate_scores(
+    scores: torch.Tensor, users: np.ndarray, split: Split, k: int = 10, reranker: ListReranker | None = None
+) -> UserMetrics:
     """Evaluate ``scores`` (U, n_items), row ``i`` belonging to ``users[i]``.
 
-    Users without held-out items are skipped.
+    Users without held-out items are skipped. With a ``reranker``, every list is re-ranked before it is scored — the
+    sampled candidates (held-out item + negatives), the full ranking's top and the top-K — as the device would show it.
     """
     keep = split.test_item[users] >= 0
     users, scores = users[keep], scores[torch.as_tensor(keep)]
@@ -81,12 +102,19 @@ def evaluate_scores(scores: torch.Tensor, users: np.ndarray, split: Split, k: in
         if phase == "test":
             exclude[rows, val_item] = True
         full_rank = rank_among(target_score, scores, exclude)
+        if reranker is not None:  # the held-out item goes last among its candidates: ties count against it
+            candidates = torch.cat([negatives, target.unsqueeze(1)], dim=1)
+            sampled_rank = reranker.rank_of_last(scores.gather(1, candidates), candidates, users)
+            full_rank = reranker.rank_in_pool(scores, exclude, target, full_rank, users)
         values[f"{phase}_hr"] = hit_at_k(sampled_rank, k)
         values[f"{phase}_ndcg"] = ndcg_at_k(sampled_rank, k)
         values[f"{phase}_recall_full"] = hit_at_k(full_rank, k)
         values[f"{phase}_ndcg_full"] = ndcg_at_k(full_rank, k)
     recommendable = scores.masked_fill(train_mask, float("-inf"))
-    top_k = torch.topk(recommendable, k=min(k, split.n_items), dim=1).indices.numpy()
+    if reranker is not None:
+        top_k = reranker.top_k(recommendable, users).numpy()
+    else:
+        top_k = torch.topk(recommendable, k=min(k, split.n_items), dim=1).indices.numpy()
     return UserMetrics(users, {m: values[m] for m in PER_USER_METRICS}, top_k)
 
 

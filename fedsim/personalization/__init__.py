@@ -2,13 +2,15 @@
 
 Every method runs on the same protocol, data and privacy step: what leaves a device is only the shared update that
 :func:`fedsim.client.device.train_shard` builds (clipped and noised as the mechanism asks). A method decides only what
-the device does *around* that update — which user embedding it starts a round from, whether it keeps it, and how it
-ranks at evaluation. Select one with ``personalization=<name>`` (``conf/personalization/``); the names live in
-:mod:`fedsim.registry` (kind ``"personalization"``).
+the device does *around* that update — which user embedding it starts a round from, whether it keeps it, what else
+it keeps (:meth:`Personalization.init_state`), and how it ranks at evaluation. Select one with
+``personalization=<name>`` (``conf/personalization/``); the names live in :mod:`fedsim.registry` (kind
+``"personalization"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from fedsim.config import PersonalizationConfig
@@ -18,12 +20,13 @@ from fedsim.registry import resolve
 __all__ = ["Personalization", "build_personalization"]
 
 
-@functools.lru_cache(maxsize=8)
-def _build(name: str, finetune_steps: int, reconstruction_epochs: int) -> Personalization:
-    cfg = PersonalizationConfig(name=name, finetune_steps=finetune_steps, reconstruction_epochs=reconstruction_epochs)
-    return resolve("personalization", name)(cfg)
+@functools.lru_cache(maxsize=16)
+def _build(fields: tuple[tuple[str, object], ...]) -> Personalization:
+    cfg = PersonalizationConfig(**dict(fields))
+    return resolve("personalization", cfg.name)(cfg)
 
 
 def build_personalization(cfg: PersonalizationConfig) -> Personalization:
-    """The method ``cfg.name`` (memoised per process: methods hold no per-run state)."""
-    return _build(cfg.name, cfg.finetune_steps, cfg.reconstruction_epochs)
+    """The method ``cfg.name`` built with every field of ``cfg`` (memoised per process on all of them: methods hold
+    no per-run state)."""
+    return _build(tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(PersonalizationConfig)))

@@ -5,6 +5,11 @@ A device's round is: pick the user embedding to start from (:meth:`Personalizati
 the new embedding in ``context.state`` only if :attr:`Personalization.keeps_embedding`. At evaluation the device ranks
 all items with :meth:`Personalization.scores`. No hook can add anything to a message: the upload is built by the
 client from the shared update alone.
+
+Methods that keep more than the user embedding (``dual``: a fine-tuned item offset; ``ditto``: a whole personal
+model) declare it with :meth:`Personalization.init_state`: one float32 row per user that the node keeps in
+``context.state`` beside the embeddings and hands to :meth:`Personalization.after_training` (right after local
+training, before the privacy step) and to :meth:`Personalization.scores`. It never enters a message.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from fedsim.config import PersonalizationConfig
 from fedsim.data.roles import HOLDOUT
 from fedsim.metrics.evaluate import evaluate_scores
 from fedsim.runtime import Runtime
+from fedsim.updates import LocalResult
 
 
 class Personalization:
@@ -24,6 +30,7 @@ class Personalization:
     name = "base"
     keeps_embedding = True  # the device stores its user embedding in context.state between rounds
     serves_cold_start = False  # users who never trained (attack hold-out) can be served a personalised ranking
+    reports_lift = False  # ranks with personal parts: the devices also report the shared model's hits (lift/*)
 
     def __init__(self, cfg: PersonalizationConfig) -> None:
         self.cfg = cfg
@@ -34,8 +41,30 @@ class Personalization:
         """The user embeddings local training starts from (default: the ones the device kept)."""
         return private
 
+    def init_state(self, rt: Runtime, users: np.ndarray) -> np.ndarray | None:
+        """The personal state (one row per user) a device keeps besides its embedding; None (default): nothing."""
+        return None
+
+    def after_training(
+        self,
+        rt: Runtime,
+        users: np.ndarray,
+        result: LocalResult,
+        shared: dict[str, np.ndarray],
+        server_round: int,
+        personal: np.ndarray,
+    ) -> None:
+        """Update ``personal`` (the rows of ``users``) in place from this round's local training ``result`` (before
+        the privacy step touches it) and the received ``shared`` model. Default: nothing."""
+
     def scores(
-        self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+        self,
+        rt: Runtime,
+        users: np.ndarray,
+        private: np.ndarray,
+        shared: dict[str, np.ndarray],
+        server_round: int,
+        personal: np.ndarray | None = None,
     ) -> torch.Tensor:
         """(U, n_items) scores the devices of ``users`` rank with (default: kept embedding × shared item table)."""
         return rt.model.score_all(torch.as_tensor(private), shared)

@@ -20,9 +20,16 @@ from fedsim.training.local import train_users
 
 class LocalFinetune(Personalization):
     name = "local_finetune"
+    reports_lift = True
 
     def scores(
-        self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+        self,
+        rt: Runtime,
+        users: np.ndarray,
+        private: np.ndarray,
+        shared: dict[str, np.ndarray],
+        server_round: int,
+        personal: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Shared-table scores with the fine-tuned embedding, then each user's own rows re-scored with its copy."""
         trained = np.flatnonzero(rt.split.n_train()[users] > 0)

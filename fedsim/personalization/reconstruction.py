@@ -47,7 +47,13 @@ class Reconstruction(Personalization):
         return self.reconstruct(rt, users, shared, server_round)
 
     def scores(
-        self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
+        self,
+        rt: Runtime,
+        users: np.ndarray,
+        private: np.ndarray,
+        shared: dict[str, np.ndarray],
+        server_round: int,
+        personal: np.ndarray | None = None,
     ) -> torch.Tensor:
         return rt.model.score_all(torch.as_tensor(self.reconstruct(rt, users, shared, server_round)), shared)
 

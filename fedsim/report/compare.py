@@ -68,6 +68,7 @@ def read_run(run_dir: str | Path) -> PerUser:
     if not rows:
         raise ReportError(f"{table}: no users")
     columns = list(rows[0])
+    rows = [r for r in rows if r.get("role") != "malicious"]  # attack.poison's devices: listed, not evaluated
     if "user" not in columns or "n_train" not in columns or not set(METRICS) <= set(columns):
         raise ReportError(f"{table}: missing columns (needs user, n_train, {', '.join(METRICS)})")
     order = np.argsort([int(r["user"]) for r in rows], kind="stable")

@@ -57,6 +57,21 @@ def _remediation(action: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             f"`more_noise`: the DP noise multiplier z went from {fmt(before, 4)} to {fmt(after, 4)} (round "
             f"{from_round} on); training continued from the restored model."
         )
+    if remedy in ("exposure_regularizer", "rerank"):  # fairness mitigations (fedsim/mitigation)
+        share = _row(metrics, action["round"]).get("items/long_tail_share")
+        after, from_round = _next_value(metrics, action["round"], "items/long_tail_share")
+        what = (
+            "every device re-ranks its top-K for long-tail exposure"
+            if remedy == "rerank"
+            else "every device adds the popularity-correlation penalty to its local objective"
+        )
+        measured = (
+            f"; the long-tail share of the top-K lists went from {fmt(share, 3)} to {fmt(after, 3)} "
+            f"(round {from_round})"
+            if after is not None
+            else "; no later evaluation measured it"
+        )
+        return f"`{remedy}`: from then on {what}{measured}; training continued from the restored model."
     return f"`{remedy}`: training continued from the restored model."
 
 

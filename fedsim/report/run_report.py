@@ -78,6 +78,68 @@ def _purposes_section(purposes: dict[str, Any] | None, final: dict[str, float]) 
     return [*lines, ""]
 
 
+def _erasure_section(erasure: dict[str, Any] | None) -> list[str]:
+    """The right to erasure (fedsim/ethics/erasure.py): the membership attack on erased users, before and after."""
+    if not erasure:
+        return []
+    lines = [
+        "## Right to erasure",
+        "",
+        f"{erasure['erased_users']} users asked to be forgotten at round {erasure['request_round']}; policy "
+        f"**{erasure['policy']}** ({erasure['claim']}). Cost: {erasure['cost']}.",
+        "",
+        f"Protocol: {erasure['protocol']}.",
+        "",
+        "| | round | AUC erased vs never-members [95% CI] | erased members | AUC members who stayed [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for label in ("before", "after"):
+        m = erasure.get(label) or {}
+        lines.append(
+            f"| {label} | {m.get('round', '–')} | {_f(m.get('mia_auc_erased'), 3)} "
+            f"[{_f(m.get('mia_auc_erased_ci_low'), 3)}, {_f(m.get('mia_auc_erased_ci_high'), 3)}] | "
+            f"{_f(m.get('erased_members'), 0)} | {_f(m.get('mia_auc_retained'), 3)} "
+            f"[{_f(m.get('mia_auc_retained_ci_low'), 3)}, {_f(m.get('mia_auc_retained_ci_high'), 3)}] |"
+        )
+    return lines + ["", f"DP: {erasure['dp_bound']}.", ""]
+
+
+def _integrity_section(security: dict[str, Any] | None, final: dict[str, float], k: int) -> list[str]:
+    """Poisoning devices, robust and secure aggregation (fedsim/security) — only when one of them is on."""
+    if not security:
+        return []
+    lines = ["## Integrity", ""]
+    poison = security.get("poisoning")
+    if poison:
+        lines += [
+            f"- Attack: {poison['malicious_devices']} malicious devices ({poison['strategy']}) promote item "
+            f"{poison['target_item']} ({poison['target_train_interactions']} training interactions, popularity rank "
+            f"{poison['target_popularity_rank']}). Malicious devices are listed in per_user.csv and never evaluated.",
+            f"- Final evaluation, benign users (protocol: top-{k} over every item the user has not trained on): "
+            f"target exposure@{k} {_f(final.get(f'risk/target_exposure@{k}'), 3)}, target rank median "
+            f"{_f(final.get('risk/target_rank_median'), 0)} / mean {_f(final.get('risk/target_rank_mean'), 1)}, "
+            f"benign test HR@{k} {_f(final.get(f'test/hr@{k}'))}.",
+        ]
+    if "robust_aggregation" in security:
+        lines.append(
+            f"- Aggregation: {security['robust_aggregation']}. Share of malicious updates the rule kept in the last "
+            f"round: {_f(final.get('robust/malicious_kept_share'), 3)}; aggregation time "
+            f"{_f(final.get('robust/aggregate_s'), 3)} s."
+        )
+    secure = security.get("secure_aggregation")
+    if secure:
+        lines.append(
+            f"- Secure aggregation: {secure['protocol']}; rounds of fewer than {secure['min_users']} users are "
+            f"aborted ({_f(final.get('secagg/aborted'), 0)} in the last round). Cost per client (SecAgg+ formulas): "
+            f"{_f(final.get('secagg/client_upload_bytes'), 0)} bytes uploaded "
+            f"({_f(final.get('secagg/client_upload_vs_float32'), 2)}× a dense float32 update), "
+            f"{_f(final.get('secagg/client_mask_elements'), 0)} mask elements; server "
+            f"{_f(final.get('secagg/server_mask_elements'), 0)} mask elements. The item-set attack above is measured "
+            "on the round's sum, the only upload the server sees."
+        )
+    return lines + [""]
+
+
 def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, explanations: list[str]) -> str:
     final, best = summary.get("final", {}), summary.get("best", {})
     data, threat, cfg = summary.get("data", {}), summary.get("threat_model", {}), summary.get("config", {})
@@ -130,6 +192,14 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             f"{_f(final['consent/opted_out_test_hr'])} (fallback: {cfg.get('consent', {}).get('fallback')}): "
             f"personalisation lift {_f(final['consent/personalization_lift_hr'])}.",
         ]
+    if summary.get("personalization"):  # what the method keeps on the device (fedsim/personalization)
+        lines += ["", f"Personalization: {summary['personalization']}."]
+    if f"lift/test_hr@{k}" in final:
+        lines.append(
+            f"The same users ranked by the shared model alone (kept embedding × shared tables): HR@{k} "
+            f"{_f(final[f'shared/test_hr@{k}'])}; personalisation lift {_f(final[f'lift/test_hr@{k}'])} "
+            f"(per group: `lift/<grouping>/<group>/test_hr@{k}` in summary.json)."
+        )
     lines.append("")
     lines += _purposes_section(summary.get("consent_purposes"), final)
     lines += _fairness_section(tables, final)
@@ -139,6 +209,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         f"- Catalogue coverage {_f(final.get('items/coverage'), 3)}, Gini of exposure "
         f"{_f(final.get('items/gini'), 3)}, average recommended popularity {_f(final.get('items/arp'), 1)}, "
         f"long-tail share (items outside the 20% most popular) {_f(final.get('items/long_tail_share'), 3)}.",
+        f"- Fairness mitigation: {cfg.get('mitigation', {}).get('name', 'none')}"
+        + (" (see the privacy guarantee's fairness_mitigation entry)." if "fairness_mitigation" in threat else "."),
         "",
     ]
     lines += [
@@ -158,6 +230,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         "what the server receives from one device (clipped, and noised only under local DP).",
         "",
     ]
+    lines += _erasure_section(summary.get("erasure"))
+    lines += _integrity_section(summary.get("security"), final, k)
     lines += ["## Audit", ""]
     if not audit or not audit.get("rules"):
         lines.append("No audit rules configured.")
@@ -172,6 +246,7 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
                 f"- round {action['round']}: **{action['action']}** ({action['rule']}: {action['metric']} = "
                 f"{_f(action['value'], 4)}, bound {action['bound']})"
                 + (f", restored the model of round {action['restored_round']}" if "restored_round" in action else "")
+                + (f", remediation {action['remediation']}" if action.get("remediation", "none") != "none" else "")
             )
         if incidents(audit):
             lines += ["", "What each pause/rollback cost (utility, ε, noise) is written up in `postmortem.md`."]

@@ -6,7 +6,8 @@ One round:
 2. sample the round's users (:class:`~fedsim.server.sampling.UserSampler`);
 3. send each node that hosts sampled users one ``train`` message with the shared parameters, the mechanism's
    instructions for the devices (``round_config``) and the users' ids;
-4. sum the node uploads (fixed order), let the mechanism form the mean update (clipping was done on the devices;
+4. sum the node uploads (fixed order; or a robust rule over users, or the secure sum: :mod:`fedsim.server.combine`),
+   let the mechanism form the mean update (clipping was done on the devices;
    central noise is added here), and apply the strategy's server rule (:mod:`fedsim.server.strategy`) to the
    loop's model;
 5. every ``evaluation.every`` rounds and at the end, send ``evaluate`` to every node: each user is scored on its
@@ -32,17 +33,20 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.callbacks import Callback, Decision, RoundReport
+from fedsim.ethics.erasure import erased_users
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics, metric_tags
+from fedsim.mitigation import MitigationState
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.participation import Participation
 from fedsim.privacy.randomness import dp_rng
 from fedsim.records import arrays_of, config_of, metrics_of, to_record
 from fedsim.runtime import Runtime
-from fedsim.server.aggregation import empty_aggregate, sum_uploads
+from fedsim.server.combine import UploadCombiner
 from fedsim.server.reporting import DeviceBehaviour
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import load_strategy_state, strategy_state, sync_current_model
 from fedsim.simulation import STOP_REQUESTED
+from fedsim.tracking.console import say
 
 
 class FederationError(RuntimeError):
@@ -94,6 +98,7 @@ class FederatedLoop:
         self.partition_of_node: dict[int, int] = {}
         self.partition_of_user = rt.partition_of_user()
         self.behaviour = DeviceBehaviour(rt)
+        self.combiner = UploadCombiner(rt)  # plain sum, robust over users, or secure aggregation (fedsim/security)
         self.participation = Participation(rt.split.n_users)
         self.stop_reason = ""
         self.rounds_completed = first_round - 1
@@ -103,6 +108,9 @@ class FederatedLoop:
         # folder); set by fedsim.server.app.serve
         self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], bool]], bool] | None = None
         self.checkpointed = first_round - 1
+        self.mitigation = MitigationState(rt.cfg.mitigation)  # fairness mitigations in force (an audit may add one)
+        # erasure.policy=retrain restarts from the model before anyone took part (erasure refuses resume_from)
+        self.initial_shared = {k: v.copy() for k, v in self.shared.items()} if rt.cfg.erasure.share > 0 else None
 
     # --- state (saved with the run, rolled back by the audit) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -110,10 +118,12 @@ class FederatedLoop:
             "round": self.rounds_completed,
             "participations": self.participation.state_dict(),
             "strategy": strategy_state(self.strategy),
+            "mitigation": self.mitigation.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.participation = Participation.from_state(state["participations"])
+        self.mitigation.load_state_dict(state.get("mitigation", self.mitigation.state_dict()))
         load_strategy_state(self.strategy, state.get("strategy", {}))
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -129,6 +139,9 @@ class FederatedLoop:
         for server_round in range(self.first_round, rounds + 1):
             if STOP_REQUESTED.is_set():
                 self.stop_reason = f"interrupted after round {self.rounds_completed}"
+                break
+            if self.initial_shared is not None and server_round == self.cfg.erasure.round and self._erase(grid):
+                self.stop_reason = f"erasure.policy=none: users asked to be forgotten at round {server_round}"
                 break
             ok, reason = self.mechanism.can_release(server_round)
             if not ok:
@@ -170,6 +183,8 @@ class FederatedLoop:
                     last_eval_round = -1  # evaluate the restored model before the run ends
                 if decision.remediation == "more_noise":
                     self.mechanism.scale_noise(2.0)
+                elif decision.remediation in ("exposure_regularizer", "rerank"):  # fedsim/mitigation, from now on
+                    self.mitigation.activate(decision.remediation)
                 if decision.stop:
                     self.stop_reason = decision.reason
                     break
@@ -242,6 +257,7 @@ class FederatedLoop:
         messages = list(self.strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
         base: dict[str, Any] = config_of(messages[0]) if messages else {"server-round": server_round}
         base.update(self.mechanism.round_config(server_round))
+        base.update(self.mitigation.train_config())  # mitigation=exposure_regularizer (nothing when off)
         if self.cfg.federation.node_crash_prob > 0:  # fault injection, for tests and teaching
             base["crash-prob"] = self.cfg.federation.node_crash_prob
         if self.cfg.federation.node_hang_prob > 0:
@@ -268,9 +284,10 @@ class FederatedLoop:
             )
             for r in replies
         ]
-        aggregate = sum_uploads(uploads) if uploads else empty_aggregate(self.rt.model)
+        aggregate, combined = self.combiner.combine(uploads, server_round, users)
         rng = dp_rng(self.cfg.privacy.secure_rng, self.cfg.seed, server_round, 777)
         mean_update, metrics = self.mechanism.mean_update(aggregate, rng)
+        metrics.update(combined)
         self.shared = self._apply(server_round, mean_update, replies[0] if replies else None)
         metrics.update(self.mechanism.after_release(server_round, users))
         n = max(aggregate.n_users, 1)
@@ -305,7 +322,12 @@ class FederatedLoop:
         arrays = to_record(self.shared)
         messages = [
             Message(
-                RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}),
+                RecordDict(
+                    {
+                        "arrays": arrays,
+                        "config": ConfigRecord({"server-round": server_round, **self.mitigation.eval_config()}),
+                    }
+                ),
                 node,
                 MessageType.EVALUATE,
                 group_id=f"evaluate-{server_round}",
@@ -314,6 +336,8 @@ class FederatedLoop:
         ]
         parts: list[UserMetrics] = []
         extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": [], "cold-users": [], "cold-test-hr": []}
+        extras.update({"shared-users": [], "shared-test-hr": []})  # the shared model's hits (fedsim/personalization)
+        extras.update({"target-users": [], "target-rank": []})  # the poisoning target's rank (fedsim/security)
         replies, failed = self._send(grid, messages, tolerate=not self.cfg.federation.fail_fast)
         for reply in replies:
             record = metrics_of(reply)
@@ -329,6 +353,33 @@ class FederatedLoop:
             if extras[key.split("-")[0] + "-users"]
         }
         return UserMetrics.concat(parts), device_extras, len(failed)
+
+    def _erase(self, grid: Grid) -> bool:
+        """Users ask to be forgotten (fedsim/ethics/erasure.py): their devices reset what they hold, the sampler drops
+        them; ``retrain`` also restarts the model and every device's embedding. True when the policy is ``none``
+        (nothing more is done to the model: the run stops here)."""
+        gone = erased_users(self.rt)
+        policy = self.cfg.erasure.policy
+        self.sampler.eligible = np.setdiff1d(self.sampler.eligible, gone)
+        counts = self.participation.counts
+        retrain = policy == "retrain" and bool(np.any(counts[gone[gone < len(counts)]] > 0))  # else nothing to undo
+        messages = []
+        for node, partition in self.partition_of_node.items():
+            mine = gone[self.partition_of_user[gone] == partition]
+            config: dict[str, Any] = {"reset-all": retrain}
+            if len(mine):
+                config["erase-users"] = mine.tolist()
+            if len(mine) or retrain:
+                content = RecordDict({"config": ConfigRecord(config)})
+                messages.append(Message(content, node, MessageType.QUERY, group_id="erase"))
+        self._send(grid, messages)  # a node that cannot erase fails the run: an erasure is not best-effort
+        say(f"erasure: {len(gone)} users asked to be forgotten; their devices deleted their state (policy {policy})")
+        if retrain:
+            assert self.initial_shared is not None
+            self.shared = {k: v.copy() for k, v in self.initial_shared.items()}
+            load_strategy_state(self.strategy, {})
+            say("erasure: retraining from the initial model without them; every device re-initialised its embedding")
+        return policy == "none"
 
     # --- helpers -------------------------------------------------------------------------------------------------
     def _checkpoint(self, grid: Grid, server_round: int) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.callbacks import Callback, RoundReport
+from fedsim.checkpoint import save_json
 
 SELECTION_METRIC = "val/hr@{k}"
 
@@ -38,9 +39,7 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(payload), indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    save_json(path, _clean(payload), indent=2, default=str)
 
 
 class RunRecorder(Callback):

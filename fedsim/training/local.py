@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from fedsim.config import ClientConfig
 from fedsim.data.negatives import UserSamples
+from fedsim.mitigation.popularity import popularity_proxy
+from fedsim.mitigation.regularizer import popularity_correlation_penalty
 from fedsim.models.base import RankingModel
 from fedsim.updates import LocalResult, UpdateChunk
 
@@ -49,6 +51,7 @@ class LocalTrainingParams:
     max_rows_per_chunk: int
     proximal_mu: float = 0.0
     train_shared: bool = True
+    exposure_weight: float = 0.0  # mitigation=exposure_regularizer: λ of the popularity-correlation penalty (0 = off)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 
@@ -174,10 +177,23 @@ def train_users(
     local_items = [np.unique(np.concatenate([s.first, s.second])) for s in samples]
     widths = np.array([len(x) for x in local_items])
     result = LocalResult(np.array([s.user for s in samples]), new_private, losses, lengths)
+    # mitigation=exposure_regularizer: item popularity as the device can know it, from the shared model it received
+    popularity = torch.as_tensor(popularity_proxy(model, shared)).float() if params.exposure_weight > 0 else None
 
     for positions in plan_chunks(lengths, widths, params.max_rows_per_chunk):
         result.chunks.append(
-            _train_chunk(model, item_matrix, dense_global, new_private, losses, samples, local_items, positions, params)
+            _train_chunk(
+                model,
+                item_matrix,
+                dense_global,
+                new_private,
+                losses,
+                samples,
+                local_items,
+                positions,
+                params,
+                popularity,
+            )
         )
     return result
 
@@ -213,6 +229,7 @@ def _train_chunk(
     local_items: list[np.ndarray],
     positions: np.ndarray,
     p: LocalTrainingParams,
+    popularity: torch.Tensor | None = None,
 ) -> UpdateChunk:
     n_users = len(positions)
     n_rows = max(int(max(len(local_items[i]) for i in positions)), 1)
@@ -259,6 +276,13 @@ def _train_chunk(
         )
         per_user = (per_sample * mask).sum(dim=1) / count
         objective = (regularised * mask).sum(dim=1) / count
+        if popularity is not None:  # λ·corr(score, popularity)² over the minibatch's positives (fedsim/mitigation)
+            batch_items = items.gather(1, first[:, sl]).clamp(min=0)
+            positive = mask & (label[:, sl] > 0.5)
+            scores = model.score(user_leaf, first_rows, dense_leaf)
+            objective = objective + p.exposure_weight * popularity_correlation_penalty(
+                scores, popularity[batch_items], positive
+            )
         objective.sum().backward()
         loss_sum += per_user.detach().double() * active
         batches += active

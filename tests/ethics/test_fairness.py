@@ -5,7 +5,7 @@ import pytest
 from conftest import tiny_config
 
 from fedsim.ethics.exposure import exposure_metrics, gini, short_head
-from fedsim.ethics.fairness import activity_groups, bootstrap_ci, fairness_gaps, fairness_report
+from fedsim.ethics.fairness import activity_groups, bootstrap_ci, fairness_gaps, fairness_report, gap_cis
 from fedsim.run import run
 
 
@@ -70,3 +70,19 @@ def test_every_fairness_number_can_be_recomputed_from_per_user_csv(tmp_path):
     assert final["fair/group/ugf_gap_ndcg"] == pytest.approx(np.ptp(means["test_ndcg"]), abs=1e-5)
     assert final["test/hr@10"] == pytest.approx(column["test_hr"].mean(), abs=1e-6)
     assert (tmp_path / "report.md").read_text().count("## ") >= 7
+
+
+def test_gap_cis_collapse_on_constant_groups_and_cover_the_estimate_otherwise():
+    groups = np.array(["a"] * 30 + ["b"] * 30)
+    hr = np.array([0.5] * 30 + [1.0] * 30)  # DI exactly 0.5, every resample too
+    recall = np.array([0.2] * 30 + [0.6] * 30)  # EOD exactly 0.4
+    ci = gap_cis(hr, recall, groups, seed=0, min_group_size=20)
+    assert ci["di_ratio_hr_ci_low"] == ci["di_ratio_hr_ci_high"] == 0.5
+    assert ci["eod_recall_ci_low"] == pytest.approx(0.4) and ci["eod_recall_ci_high"] == pytest.approx(0.4)
+    rng = np.random.default_rng(0)
+    hr, recall = (rng.random(60) < 0.4).astype(float), (rng.random(60) < 0.2).astype(float)
+    point = fairness_gaps(hr, recall, hr, groups, 20)
+    ci = gap_cis(hr, recall, groups, seed=0, min_group_size=20)
+    assert ci["di_ratio_hr_ci_low"] <= point["di_ratio_hr"] <= ci["di_ratio_hr_ci_high"]
+    assert ci["eod_recall_ci_low"] < ci["eod_recall_ci_high"]
+    assert np.isnan(gap_cis(hr, recall, groups, min_group_size=40)["di_ratio_hr_ci_low"])  # no gap defined

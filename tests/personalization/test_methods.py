@@ -21,7 +21,7 @@ from fedsim.runtime import get_runtime
 from fedsim.simulation import node_context
 from fedsim.training.local import train_users
 
-METHODS = ("private_embedding", "local_finetune", "reconstruction")
+METHODS = ("private_embedding", "local_finetune", "reconstruction", "dual", "ditto")
 
 
 def _history(run_dir):
@@ -50,7 +50,7 @@ def test_every_method_composes_from_conf_and_says_what_it_releases(name):
 
 def test_bad_personalization_settings_are_refused():
     with pytest.raises(ConfigError, match="personalization.name"):
-        tiny_config("personalization.name=ditto")
+        tiny_config("personalization.name=fedavg_plus")
     with pytest.raises(ConfigError, match="personalization.finetune_steps"):
         tiny_config("personalization=local_finetune", "personalization.finetune_steps=0")
     with pytest.raises(ConfigError, match="model=mf"):

@@ -1,0 +1,74 @@
+"""Fairness-aware personalisation: mitigations of popularity bias a researcher switches on (``mitigation/``).
+
+* ``exposure_regularizer`` (in training, :mod:`.regularizer`): each device adds to its local objective a penalty on
+  the correlation between the scores of its positive items and their popularity;
+* ``rerank`` (post-processing, :mod:`.rerank`): each device re-ranks the top of its ranking so that the long-tail
+  share of its list follows the user's own history (calibrated popularity).
+
+Both read item popularity from the shared model the device received (:mod:`.popularity`): a function of the release,
+so it costs no privacy and no count, attribute or list leaves a device for it. Off by default; the audit can switch
+one on mid-run as a remediation (:class:`MitigationState`, owned by the server loop and sent to the devices in each
+message's config).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedsim.config import MitigationConfig
+
+# the message-config keys the devices read (fedsim.client.device)
+TRAIN_KEY = "exposure-regularizer"
+EVAL_KEY = "rerank"
+
+DESCRIPTIONS = {
+    "exposure_regularizer": "in training: each device adds λ·corr(score, popularity)² over its positive items to its "
+    "local objective (Zhu et al. 2021, popularity-opportunity bias); popularity is the shared model's non-personalised "
+    "item score, read on the device",
+    "rerank": "post-processing: each device re-ranks its top-N into its top-K, trading relevance against the KL "
+    "divergence between its list's head/long-tail mix and the user's own history (calibrated popularity: Steck 2018; "
+    "Abdollahpouri et al. 2021); every list is re-ranked, the sampled-candidate list included",
+}
+
+
+class MitigationState:
+    """Which mitigations are in force: the configured one, plus any an audit remediation switched on."""
+
+    def __init__(self, cfg: MitigationConfig) -> None:
+        self.cfg = cfg
+        self.active: set[str] = set() if cfg.name == "none" else {cfg.name}
+
+    def activate(self, name: str) -> bool:
+        """Switch ``name`` on (an audit remediation); True when it was not already on."""
+        if name not in DESCRIPTIONS:
+            raise ValueError(f"mitigation {name!r} is not allowed; choose one of: {', '.join(DESCRIPTIONS)}")
+        fresh = name not in self.active
+        self.active.add(name)
+        return fresh
+
+    def train_config(self) -> dict[str, Any]:
+        """Keys for the devices' ``train`` messages (none when off: the message is unchanged)."""
+        return {TRAIN_KEY: True} if "exposure_regularizer" in self.active else {}
+
+    def eval_config(self) -> dict[str, Any]:
+        """Keys for the devices' ``evaluate`` messages (none when off)."""
+        return {EVAL_KEY: True} if "rerank" in self.active else {}
+
+    def state_dict(self) -> list[str]:
+        return sorted(self.active)
+
+    def load_state_dict(self, state: list[str]) -> None:
+        self.active = set(state)
+
+
+def describe(names: set[str] | list[str], cfg: MitigationConfig) -> str:
+    """One line per mitigation in force, with its parameters (threat model, report.md)."""
+    if not names:
+        return "none"
+    params = {
+        "exposure_regularizer": f"λ={cfg.regularizer_weight:g}",
+        "rerank": f"λ={cfg.rerank_weight:g}, top-{cfg.rerank_pool} re-ranked",
+    }
+    return "; ".join(
+        f"{n} ({params[n]}, short head = top {cfg.head_share:.0%} of items): {DESCRIPTIONS[n]}" for n in sorted(names)
+    )

@@ -1,0 +1,119 @@
+"""How a round's node uploads become the :class:`~fedsim.updates.Aggregate` the privacy mechanism and the strategy see.
+
+* plain (default): the node uploads' sum (:func:`fedsim.server.aggregation.sum_uploads`);
+* ``strategy.robust``: the nodes upload each user's update (:mod:`fedsim.security.uploads`); the robust rule
+  (:mod:`fedsim.security.robust`) replaces the mean over users, and the aggregate carries n × that vector with weight
+  n, so the mechanism's mean returns it unchanged (for ``norm_bound`` it is exactly the sum of bounded updates, which
+  central DP then noises as usual);
+* ``secagg.enabled``: the nodes upload partial sums of quantised vectors; the server adds them mod 2^b, refuses a
+  round of fewer than ``secagg.min_users`` users (nothing is learned, the model stays), dequantises, and — being
+  curious — runs the item-set attack on the only thing it has, the sum (:mod:`fedsim.security.secagg`).
+
+Users are stacked in partition order, so the result does not depend on the order in which nodes reply.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from fedsim.config import ConfigError
+from fedsim.data.roles import MALICIOUS
+from fedsim.registry import resolve
+from fedsim.runtime import Runtime
+from fedsim.security.robust import unstack
+from fedsim.security.secagg import capacity, dequantize_sum, sum_itemset_attack
+from fedsim.security.uploads import PER_USER, SECAGG_SUM, USER_IDS
+from fedsim.server.aggregation import empty_aggregate, sum_uploads
+from fedsim.updates import Aggregate
+
+Upload = tuple[int, dict[str, np.ndarray], dict[str, float]]
+
+
+def _summed_metrics(uploads: list[Upload]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for _, _, values in sorted(uploads, key=lambda u: u[0]):
+        for key, value in values.items():
+            metrics[key] = metrics.get(key, 0.0) + float(value)
+    return metrics
+
+
+class UploadCombiner:
+    """Turns the round's uploads into its aggregate (plain, robust or secure; see the module docstring)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.cfg = rt.cfg
+        self.rule = resolve("robust", self.cfg.strategy.robust) if self.cfg.strategy.robust != "none" else None
+        if self.cfg.secagg.enabled and rt.population > capacity(self.cfg.secagg):
+            raise ConfigError(
+                f"secagg: {rt.population} users could take part in a round, but 2^{self.cfg.secagg.modulus_bits} "
+                f"holds the quantised sum of at most {capacity(self.cfg.secagg)}; lower secagg.quantization_bits"
+            )
+
+    def combine(
+        self, uploads: list[Upload], server_round: int, users: np.ndarray
+    ) -> tuple[Aggregate, dict[str, float]]:
+        """The round's aggregate and the combiner's own metrics (``robust/*``, ``secagg/*``)."""
+        model = self.rt.model
+        if self.cfg.secagg.enabled:
+            return self._secure(uploads, server_round, users)
+        if not uploads:
+            return empty_aggregate(model), {}
+        if self.rule is None:
+            return sum_uploads(uploads), {}
+        return self._robust(uploads)
+
+    def _aggregate(self, vector: np.ndarray, scale: float, metrics: dict[str, float]) -> Aggregate:
+        model = self.rt.model
+        items, dense = unstack(vector * scale, self.rt.split.n_items, model.item_width, model.dense_shapes)
+        return Aggregate(
+            item_sum=torch.as_tensor(items, dtype=torch.float64),
+            dense_sum={k: torch.as_tensor(v, dtype=torch.float64) for k, v in dense.items()},
+            total_weight=metrics.get("num-examples", 0.0),
+            n_users=int(metrics.get("num-users", 0)),
+            metrics=metrics,
+        )
+
+    def _robust(self, uploads: list[Upload]) -> tuple[Aggregate, dict[str, float]]:
+        started = time.perf_counter()
+        ordered = sorted(uploads, key=lambda u: u[0])
+        updates = np.concatenate([arrays[PER_USER] for _, arrays, _ in ordered])
+        ids = np.concatenate([arrays[USER_IDS] for _, arrays, _ in ordered])
+        metrics = _summed_metrics(uploads)
+        if len(ids) == 0:
+            return empty_aggregate(self.rt.model), {}
+        assert self.rule is not None
+        vector, kept = self.rule(updates, self.cfg.strategy)
+        aggregate = self._aggregate(vector, float(len(ids)), metrics)
+        bad = self.rt.roles[ids] == MALICIOUS
+        out = {
+            "robust/aggregate_s": time.perf_counter() - started,
+            "robust/kept_share": len(kept) / len(ids),
+        }
+        if bad.any():  # simulation ground truth: did the rule keep the attackers' updates?
+            out["robust/malicious_kept_share"] = float(np.isin(ids[bad], ids[kept]).mean())
+        return aggregate, out
+
+    def _secure(
+        self, uploads: list[Upload], server_round: int, users: np.ndarray
+    ) -> tuple[Aggregate, dict[str, float]]:
+        started = time.perf_counter()
+        metrics = _summed_metrics(uploads)
+        n = int(metrics.get("num-users", 0))
+        if n < self.cfg.secagg.min_users:  # SecAgg+ cannot unmask: the round teaches the server nothing
+            return empty_aggregate(self.rt.model), {"secagg/aborted": 1.0, "secagg/users": float(n)}
+        modulus = 2**self.cfg.secagg.modulus_bits
+        total = np.zeros_like(uploads[0][1][SECAGG_SUM])
+        for _, arrays, _ in sorted(uploads, key=lambda u: u[0]):
+            total = np.mod(total + arrays[SECAGG_SUM], modulus)
+        vector = dequantize_sum(total, n, self.cfg.secagg)
+        aggregate = self._aggregate(vector, 1.0, metrics)
+        aggregate.metrics.update(sum_itemset_attack(self.rt, aggregate.item_sum.numpy(), users, server_round))
+        return aggregate, {
+            "secagg/aborted": 0.0,
+            "secagg/users": float(n),
+            "secagg/server_s": time.perf_counter() - started,
+        }

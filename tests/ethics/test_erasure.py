@@ -1,0 +1,123 @@
+"""The right to erasure (fedsim/ethics/erasure.py): who is erased, what their devices and the server do, and what the
+membership attack sees before and after, under each policy."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from fedsim.config import ConfigError
+from fedsim.data.roles import HOLDOUT
+from fedsim.ethics.attacks import membership_attack
+from fedsim.ethics.erasure import ErasureMonitor, erased_by, erased_users
+from fedsim.run import run
+from fedsim.runtime import get_runtime
+
+ERASE = ("federation.rounds=6", "evaluation.every=2", "erasure.share=0.2", "erasure.round=5")
+
+
+def _devices(run_dir):
+    rows = {}
+    for path in sorted((run_dir / "devices").glob("partition_*.npz")):
+        with np.load(path) as data:
+            rows.update(zip(data["users"].tolist(), data["embeddings"], strict=True))
+    return rows
+
+
+def test_the_erased_users_are_a_seeded_share_of_the_contributing_users():
+    rt = get_runtime(tiny_config(*ERASE))
+    gone = erased_users(rt)
+    assert len(gone) == round(0.2 * len(rt.eligible)) and np.isin(gone, rt.eligible).all()
+    assert np.array_equal(gone, erased_users(get_runtime(tiny_config(*ERASE, "name=again"))))  # same seed, same users
+    assert len(erased_by(rt, 4)) == 0 and np.array_equal(erased_by(rt, 5), gone)
+    assert len(erased_users(get_runtime(tiny_config()))) == 0  # off by default
+
+
+def test_continue_deletes_their_device_state_and_never_samples_them_again(tmp_path):
+    summary = run(tiny_config(*ERASE, "erasure.policy=continue"), tmp_path / "run")
+    rt = get_runtime(tiny_config(*ERASE, "erasure.policy=continue"))
+    gone = erased_users(rt)
+    counts = np.asarray(json.loads((tmp_path / "run" / "loop_state.json").read_text())["participations"])
+    stayed = np.setdiff1d(rt.eligible, gone)
+    assert (counts[gone] == 4).all() and (counts[stayed] == 6).all()  # participation 1: every round until they asked
+    devices = _devices(tmp_path / "run")
+    fresh = rt.model.init_private(np.arange(rt.split.n_users), rt.cfg.seed)
+    assert all(np.array_equal(devices[u], fresh[u]) for u in gone.tolist())  # a fresh install's state
+    assert not any(np.array_equal(devices[u], fresh[u]) for u in stayed.tolist())
+    erasure = summary["erasure"]
+    assert erasure["before"]["round"] == 4 and erasure["after"]["round"] == 6 and erasure["erased_users"] == len(gone)
+    assert erasure["after"]["erased_members"] == len(gone) and summary["rounds_completed"] == 6
+    assert "erasure" in summary["threat_model"]
+    assert "## Right to erasure" in (tmp_path / "run" / "report.md").read_text()
+    evaluated = np.loadtxt(tmp_path / "run" / "per_user.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
+    assert not np.isin(gone, evaluated).any()  # they left: no metrics of theirs after the request
+
+
+def test_the_after_score_is_the_membership_attack_on_erased_members_against_never_members(tmp_path):
+    cfg = tiny_config(*ERASE)
+    rt = get_runtime(cfg)
+    monitor = ErasureMonitor(rt, seed=0)
+    users = np.flatnonzero(rt.split.n_train() > 0)
+    rng = np.random.default_rng(1)
+    monitor.loss = dict(zip(users.tolist(), rng.random(len(users)).tolist(), strict=True))
+    participations = np.ones(rt.split.n_users, dtype=np.int64)
+    got = monitor.measure(participations)
+    gone = monitor.erased
+    never = users[rt.roles[users] == HOLDOUT]
+    expected = membership_attack([monitor.loss[u] for u in gone], [monitor.loss[u] for u in never], seed=0)
+    assert got["erasure/mia_auc_erased"] == expected["risk/mia_auc"]
+    assert got["erasure/erased_members"] == len(gone) and got["erasure/never_members"] == len(never)
+    participations[gone[0]] = 0  # never took part: not a member, nothing to erase from the model
+    assert monitor.measure(participations)["erasure/erased_members"] == len(gone) - 1
+
+
+def test_none_keeps_the_model_as_it_stood_and_retrain_restarts_it(tmp_path):
+    none = run(tiny_config(*ERASE, "erasure.policy=none"), tmp_path / "none")
+    assert none["rounds_completed"] == 4 and "erasure.policy=none" in none["stop_reason"]
+    assert none["erasure"]["after"] == none["erasure"]["before"]
+    assert "no DP bound" in none["erasure"]["dp_bound"]
+    retrain = run(tiny_config(*ERASE, "erasure.policy=retrain"), tmp_path / "retrain")
+    cont = run(tiny_config(*ERASE, "erasure.policy=continue"), tmp_path / "continue")
+    assert retrain["rounds_completed"] == 6 and "4 rounds of training discarded" in retrain["erasure"]["cost"]
+    assert cont["erasure"]["cost"] == "0 rounds"
+    with np.load(tmp_path / "retrain" / "model.npz") as x, np.load(tmp_path / "continue" / "model.npz") as y:
+        assert not np.allclose(x["item_embedding"], y["item_embedding"])  # a different model: restarted at round 5
+    # every device re-initialised and trained only rounds 5-6: the users who stayed differ from the continued run's
+    a, b = _devices(tmp_path / "retrain"), _devices(tmp_path / "continue")
+    rt = get_runtime(tiny_config(*ERASE))
+    stayed = np.setdiff1d(rt.eligible, erased_users(rt))
+    assert not any(np.allclose(a[u], b[u]) for u in stayed.tolist())
+
+
+def test_erasure_under_dp_prints_the_bound_spent_while_their_data_was_used(tmp_path):
+    summary = run(
+        tiny_config(*ERASE, "privacy=central", "privacy.noise_multiplier=2", "privacy.clipping_norm=0.5"),
+        tmp_path / "dp",
+    )
+    before, after = summary["erasure"]["before"], summary["erasure"]["after"]
+    assert before["round"] == 4 and 0 < before["dp_advantage_bound"] < after["dp_advantage_bound"] < 1
+    # the bound they keep is the one of round 4 (their last), not the run's final one
+    assert f"<= {before['dp_advantage_bound']:.3g}" in summary["erasure"]["dp_bound"]
+    assert f"ε = {before['epsilon']:.3g}" in summary["erasure"]["dp_bound"]
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["erasure.share=0.1", "erasure.round=1"], "erasure.round"),
+        (["erasure.share=0.1", "erasure.round=4"], "erasure.round"),  # round 3 is not evaluated
+        (["erasure.share=0.1", "erasure.round=9"], "erasure.round"),
+        (["erasure.share=1.5"], "erasure.share"),
+        (["erasure.policy=forget"], "erasure.policy"),
+        (["erasure.share=0.1", "erasure.round=3", "mode=centralized"], "mode=federated"),
+        (
+            ["erasure.share=0.1", "erasure.round=3", "erasure.policy=retrain", "audit.rules.epsilon.action=pause"],
+            "erasure.policy=retrain",
+        ),
+    ],
+)
+def test_impossible_erasures_are_refused_in_one_line(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        tiny_config("federation.rounds=5", "evaluation.every=2", *overrides)
+    assert key in str(error.value) and "\n" not in str(error.value)
