@@ -388,8 +388,10 @@ def world_main(argv: Sequence[str] | None = None) -> None:
     try:
         rt = get_runtime(compose(args[1:]))
         folder = export_world(rt, args[0])
-    except (ConfigError, DatasetError, OSError, HydraException, OmegaConfBaseException) as error:
+    except (HydraException, OmegaConfBaseException) as error:
         _fail(ValueError(one_line(error)))
+    except (ConfigError, DatasetError, OSError) as error:
+        _fail(error)
     print(f"fedsim-world: saved {rt.data.source}: {rt.data.n_users} users, {len(rt.shards)} partitions, to {folder}")
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ class PoisonConfig:
     target: int | None = None  # item to promote; None: the coldest item with >= 1 training interaction (lowest id)
     strategy: str = "fake_users"  # fake_users (data poisoning) | boost_target (model-update poisoning)
     filler_items: int = 10  # the most popular items a fake user also "likes" / whose centre boost_target aims at
-    update_norm: float = 1.0  # boost_target: L2 norm of the crafted update (the round's clipping norm if clipped)
+    update_norm: float = 1.0  # boost_target: L2 norm of the crafted update (with skip_clip=false: just inside the clip)
+    skip_clip: bool = True  # malicious devices skip the device-side clip, as a real attacker would (false: they clip)
 
 
 @dataclass
@@ -585,6 +586,11 @@ def _audit(cfg: FedsimConfig) -> None:
         _one_of(f"audit.rules.{name}.remediation", rule.remediation, REMEDIATIONS)
         if (rule.min is None) == (rule.max is None):
             raise ConfigError(f"audit.rules.{name}: set exactly one of min and max")
+        if rule.remediation != "none" and (rule.action != "rollback" or rule.then != "continue"):
+            raise ConfigError(
+                f"audit.rules.{name}.remediation={rule.remediation} runs after a rollback that continues: it needs "
+                f"action=rollback and then=continue (got action={rule.action}, then={rule.then})"
+            )
         if rule.remediation == "more_noise" and p.mechanism in ("none", "on_device"):
             raise ConfigError(f"audit.rules.{name}.remediation=more_noise needs a privacy mechanism (privacy=central)")
         if rule.remediation == "more_noise" and p.mechanism == "record":
@@ -629,6 +635,18 @@ def _personalization(cfg: FedsimConfig) -> None:
         )
     if pe.name != "private_embedding" and cfg.mode == "centralized":
         raise ConfigError(f"personalization.name={pe.name} applies to mode=federated (use private_embedding)")
+    # record-level DP-SGD must start from a state the records did not shape without DP: dual's score step and
+    # reconstruction's re-fit train the user embedding on the same records without DP-SGD
+    fits_without_dp = pe.name == "reconstruction" or (pe.name == "dual" and pe.score_epochs > 0)
+    if fits_without_dp and cfg.privacy.mechanism == "record":
+        raise ConfigError(
+            f"personalization.name={pe.name}"
+            + (" with personalization.score_epochs > 0" if pe.name == "dual" else "")
+            + " fits the user embedding on the records without DP before DP-SGD: privacy.mechanism=record is not "
+            "supported (allowed: none, central, local, on_device"
+            + ("; or score_epochs=0" if pe.name == "dual" else "")
+            + ")"
+        )
 
 
 def _security(cfg: FedsimConfig) -> None:
@@ -678,6 +696,11 @@ def _security(cfg: FedsimConfig) -> None:
             )
         if cfg.mode != "federated":
             raise ConfigError(f"strategy.robust={s.robust} applies to mode=federated")
+    if sa.enabled and cfg.federation.user_weighting != "uniform":
+        raise ConfigError(
+            f"secagg.enabled=true with federation.user_weighting={cfg.federation.user_weighting}: each user's w_u·Δ_u "
+            "would be clipped at ±secagg.clipping_range per coordinate; use federation.user_weighting=uniform"
+        )
     if sa.enabled and cfg.privacy.mechanism in ("local", "on_device"):
         raise ConfigError(
             f"secagg.enabled=true with privacy.mechanism={cfg.privacy.mechanism} is not simulated; allowed: none, "

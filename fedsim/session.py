@@ -179,6 +179,9 @@ class Session:
         if not self.federated:
             return CENTRALIZED_THREAT_MODEL
         threat = self.mechanism.threat_model()
+        uncovered = build_personalization(self.cfg.personalization).record_dp_uncovered()
+        if uncovered and self.cfg.privacy.mechanism == "record":  # fitted on the records without DP-SGD
+            threat["covers"] = f"the uploaded update and the kept user embedding, for one record; NOT {uncovered}"
         if declines_any(self.cfg.consent):
             purposes = self.consent_purposes()
             threat["covered_users"] = (

@@ -120,6 +120,7 @@ def test_every_registered_name_has_a_config_file_and_validation_reads_the_regist
         ("strategy.robust=median secagg=secagg_plus", "strategy.robust=median"),
         ("privacy=central privacy.noise_multiplier=1 strategy.robust=krum", "strategy.robust=krum"),
         ("privacy=local privacy.noise_multiplier=1 secagg=secagg_plus", "secagg.enabled=true"),
+        ("secagg=secagg_plus federation.user_weighting=examples", "federation.user_weighting=examples"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):

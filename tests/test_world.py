@@ -81,3 +81,15 @@ def test_a_supernode_with_a_world_in_its_node_config_maps_it(tmp_path, flower_id
     uploaded = client_app(message, context).content["arrays"]["__items__"].numpy()
     assert np.abs(uploaded).sum() > 0
     runtime._RUNTIMES.clear()
+
+
+def test_fedsim_world_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from fedsim.cli import world_main
+
+    for argv in ([], ["dataset.n_users=5"], [str(tmp_path / "w"), "dataset.n_userz=5"]):
+        with pytest.raises(SystemExit) as stop:
+            world_main(argv)
+        assert stop.value.code == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("fedsim: error:")
+    assert not (tmp_path / "w").exists()

@@ -22,7 +22,11 @@ ATTACKS = {
     "none": ["attack.poison.fraction=0"],
     "fake_users": [],
     "boost_target": ["attack.poison.strategy=boost_target"],
+    # attackers that run the device clip (attack.poison.skip_clip=false): only where a clip exists (central DP)
+    "fake_users (clips)": ["attack.poison.skip_clip=false"],
+    "boost_target (clips)": ["attack.poison.strategy=boost_target", "attack.poison.skip_clip=false"],
 }
+CLIPPED = ("fake_users (clips)", "boost_target (clips)")
 DEFENCES = ["none", "norm_bound", "median", "trimmed_mean", "krum", "multi_krum"]
 PRIVACY = {"no DP": [], "central DP ε=4": ["privacy=central", "privacy.target_epsilon=4", "privacy.clipping_norm=0.2"]}
 SECAGG = {"plain": [], "secagg": ["secagg=secagg_plus"]}
@@ -38,13 +42,15 @@ def cell(attack: str, defence: str, privacy: str, secagg: str, out: Path) -> dic
     except ConfigError as error:
         return {**row, "refused": str(error)}
     started = time.perf_counter()
-    summary = run(cfg, out / "_".join([attack, defence, privacy.split()[0], secagg]))
+    summary = run(cfg, out / "_".join([attack.replace(" (clips)", "_clips"), defence, privacy.split()[0], secagg]))
     final = summary["final"]
     rounds = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     round_s = [r["time/round_s"] for r in rounds if "time/round_s" in r]
+    norms = [r["robust/update_norm"] for r in rounds if "robust/update_norm" in r]
     return {
         **row,
         **{key: final.get(key) for key in KEYS},
+        "max_update_norm": max(norms) if norms else None,  # robust rules: 0 = the model never changed
         "mean_round_s": sum(round_s) / max(len(round_s), 1),
         "wall_s": time.perf_counter() - started,
     }
@@ -68,8 +74,8 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| DP | secagg | defence | attack | target exposure@10 | × no-attack | target rank (median) | "
         "benign test HR@10 "
-        "| Δ HR vs no-attack FedAvg | item-set AUC | s/round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Δ HR vs no-attack FedAvg | item-set AUC | max ‖aggregate‖ | s/round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     refused: dict[tuple, str] = {}
     for r in rows:
@@ -82,7 +88,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['privacy']} | {r['secagg']} | {r['defence']} | {r['attack']} | {_f(exposure)} | {ratio:.1f} | "
             f"{_f(r['risk/target_rank_median'], 0)} | {_f(r['test/hr@10'])} | "
-            f"{r['test/hr@10'] - ref['test/hr@10']:+.3f} | {_f(r['risk/itemset_auc'])} | {_f(r['mean_round_s'], 2)} |"
+            f"{r['test/hr@10'] - ref['test/hr@10']:+.3f} | {_f(r['risk/itemset_auc'])} | "
+            f"{_f(r.get('max_update_norm'), 4)} | {_f(r['mean_round_s'], 2)} |"
         )
     lines += ["", "Refused combinations (fedsim's one-line answer):", ""]
     lines += [f"- {p} / {s} / strategy.robust={d}: `{msg}`" for (p, s, d), msg in refused.items()]
@@ -104,6 +111,8 @@ def main() -> None:
         for secagg in SECAGG:
             for defence in DEFENCES:
                 for attack in ATTACKS:
+                    if attack in CLIPPED and (privacy == "no DP" or defence not in ("none", "norm_bound")):
+                        continue  # without a DP clip, clipping attackers are the same run
                     rows.append(cell(attack, defence, privacy, secagg, out))
                     print(json.dumps(rows[-1]), flush=True)
     (out / "grid.json").write_text(json.dumps(rows, indent=1))

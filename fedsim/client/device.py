@@ -24,8 +24,15 @@ from fedsim.personalization import build_personalization
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
 from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
-from fedsim.security.poisoning import build_attack, malicious_rows, measures_target, target_extras
-from fedsim.security.uploads import per_user_upload
+from fedsim.security.poisoning import (
+    build_attack,
+    hold_unclipped,
+    malicious_rows,
+    measures_target,
+    restore_unclipped,
+    target_extras,
+)
+from fedsim.security.uploads import per_user_upload, seal_metrics
 from fedsim.training.dpsgd import RecordDpParams, train_users_dpsgd
 from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
@@ -88,11 +95,14 @@ def train_shard(
         method.after_training(rt, users, result, shared, server_round, personal)
     if attacker is not None:  # boost_target: the malicious devices replace their update with a crafted one
         attacker.craft_updates_(rt, result, bad, shared, config)
+    held = hold_unclipped(result, bad, rt.cfg.attack.poison) if "clipping-norm" in config else []
     privacy_metrics = privatize_users_(result, config)
+    restore_unclipped(result, held)  # attack.poison.skip_clip: a malicious device does not clip its own update
     # under secure aggregation the server never sees one upload: it attacks the sum instead (fedsim/server/combine.py)
     attack_metrics = {} if rt.cfg.secagg.enabled else attack_uploads(rt, result, users, config, rng)
     weights = user_weights(config, rt.split.n_train()[users])
-    upload = per_user_upload(rt, result, weights, users, server_round)  # strategy.robust or secagg: per-user form
+    clip = float(config["clipping-norm"]) if "clipping-norm" in config else None
+    upload = per_user_upload(rt, result, weights, users, server_round, clip)  # strategy.robust / secagg: per user
     if upload is None:
         item_sum, dense_sum = result.weighted_sum(
             weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes
@@ -104,6 +114,7 @@ def train_shard(
     if uploads_training_metrics(config):
         metrics.update({"train-loss-sum": float(result.loss.sum()), "samples": float(result.n_samples.sum())})
     metrics.update(attack_metrics)
+    upload, metrics = seal_metrics(rt, upload, metrics)  # secagg: node statistics travel summed, never per node
     return upload, metrics, result.private.numpy(), result
 
 
@@ -150,7 +161,8 @@ def evaluate_shard(
         if len(out_rows):  # who declined personalisation is served the fallback either way: no lift
             plain_scores[torch.as_tensor(out_rows)] = scores[torch.as_tensor(out_rows)]
         plain_scores = plain_scores[torch.as_tensor(np.flatnonzero(reported))]
-        plain = evaluate_scores(plain_scores, users[served][reported], rt.split, rt.cfg.evaluation.k)
+        # mitigation=rerank: the shared ranking is re-ranked the same way, so the lift compares like with like
+        plain = evaluate_scores(plain_scores, users[served][reported], rt.split, rt.cfg.evaluation.k, reranker)
         extra.update({"shared-users": plain.users, "shared-test-hr": plain.values["test_hr"]})
     return metrics, extra
 

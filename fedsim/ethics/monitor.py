@@ -29,9 +29,18 @@ def user_groupings(rt: Runtime) -> dict[str, np.ndarray]:
     return groupings
 
 
-def write_per_user_csv(path: Path, rt: Runtime, evaluation: UserMetrics, groupings: dict[str, np.ndarray]) -> None:
+def write_per_user_csv(
+    path: Path,
+    rt: Runtime,
+    evaluation: UserMetrics,
+    groupings: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """``extra``: more per-user columns aligned with ``evaluation.users`` (e.g. ``shared_test_hr``, so the
+    personalisation lift per group is recomputable from the file)."""
     users = evaluation.users
-    columns = ["user", "role", "n_train", *groupings, *PER_USER_METRICS]
+    extra = extra or {}
+    columns = ["user", "role", "n_train", *groupings, *PER_USER_METRICS, *extra]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -44,12 +53,13 @@ def write_per_user_csv(path: Path, rt: Runtime, evaluation: UserMetrics, groupin
                     int(n_train[user]),
                     *(g[user] for g in groupings.values()),
                     *(f"{evaluation.values[m][row]:.6g}" for m in PER_USER_METRICS),
+                    *(f"{values[row]:.6g}" for values in extra.values()),
                 ]
             )
         for user in np.flatnonzero(rt.roles == MALICIOUS).tolist():  # attack.poison: listed, never evaluated
             writer.writerow(
                 [user, rt.roles[user], int(n_train[user]), *(g[user] for g in groupings.values())]
-                + ["nan"] * len(PER_USER_METRICS)
+                + ["nan"] * (len(PER_USER_METRICS) + len(extra))
             )
 
 
@@ -102,8 +112,13 @@ class EthicsMonitor(Callback):
                 scalars[f"{split}/hr@{k}_ci_low"], scalars[f"{split}/hr@{k}_ci_high"] = low, high
         report.metrics.update(scalars)
         self.latest_tables = tables
+        extra = {}
+        if "shared-users" in report.device_extras:  # personalization lift: the shared model's hit of the same user
+            shared_users, shared_hr = report.device_extras["shared-users"], report.device_extras["shared-test-hr"]
+            hit = dict(zip(shared_users.tolist(), shared_hr.tolist(), strict=True))
+            extra["shared_test_hr"] = np.array([hit.get(u, np.nan) for u in users.tolist()], dtype=float)
         for path in (self.run_dir / "per_user.csv", self.run_dir / "per_user" / f"round_{report.server_round:04d}.csv"):
-            write_per_user_csv(path, self.rt, evaluation, self.groupings)
+            write_per_user_csv(path, self.rt, evaluation, self.groupings, extra)
         return None
 
     def purpose_metrics(self, evaluation: UserMetrics) -> dict[str, float]:

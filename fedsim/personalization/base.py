@@ -23,6 +23,12 @@ from fedsim.metrics.evaluate import evaluate_scores
 from fedsim.runtime import Runtime
 from fedsim.updates import LocalResult
 
+# What every evaluation reply carries besides the shared update (so each describe() names all that is released)
+MEASUREMENT_RELEASE = (
+    "; plus measurement replies, outside ε: per measured user its hits and top-K list of the ranking it is served"
+)
+SHARED_HIT_RELEASE = " and the shared model's test hit (lift/*)"
+
 
 class Personalization:
     """Base class; its defaults are today's behaviour (a private user embedding kept on the device)."""
@@ -72,6 +78,11 @@ class Personalization:
     def describe(self) -> str:
         """What is released and what stays on the device (shown in summary.json under ``personalization``)."""
         raise NotImplementedError
+
+    def record_dp_uncovered(self) -> str | None:
+        """Under ``privacy=record``, the personal part this method fits on the records WITHOUT DP-SGD (so the
+        record-level guarantee does not cover it; the threat model says so); None: everything it keeps is covered."""
+        return None
 
     def cold_start_extras(
         self, rt: Runtime, users: np.ndarray, shared: dict[str, np.ndarray], server_round: int

@@ -8,10 +8,23 @@ unchanged). The **personal** one, ``v_u = (p̃_u, w + δ_u)``, minimises the loc
 as its exact proximal step after each gradient step, ``x ← (x + ηλ·anchor) / (1 + ηλ)``, so any λ ≥ 0 is stable
 and λ → ∞ gives back the global model. The device ranks with ``v_u``; it is kept in ``context.state``.
 
-Simplification against the paper: ``v_u`` is stored as its offset from the shared table (:mod:`.offsets`), so the
-item part of the personal model follows the newest shared table between rounds (``v ← w^{t+1} + δ``) instead of
-staying where the device left it; the proximal pull toward ``w`` is the same. Supports ``model=mf``; the personal
-step is plain SGD whatever ``client.optimizer`` the global update uses.
+Deviations from the paper's Algorithm 1 (so results are "Ditto-style", not the paper's numbers):
+
+* the regulariser is applied as its exact proximal step, not the paper's gradient step ``v ← v − η(∇F + λ(v − w))``:
+  per step the distance to the anchor shrinks by ``1/(1+ηλ)`` instead of ``1 − ηλ`` (at λ = 1, η = 0.5: 0.667 kept
+  instead of 0.5), so a given ``ditto_lambda`` is a *weaker* pull than the paper's λ of the same value;
+* the user vector's anchor is the device's global-side embedding *after* this round's training, not ``w^t`` (the
+  item part is anchored at the received table ``w^t``, as in the paper);
+* the personal epochs replay the same seeded sample stream as the global update (``rt.samples`` for the round), not
+  fresh samples;
+* ``v_u`` is stored as its offset from the shared table (:mod:`.offsets`), so the item part of the personal model
+  follows the newest shared table between rounds (``v ← w^{t+1} + δ``) instead of staying where the device left it;
+* a user who declined contributing (``consent.decline_contribution``) never trains either model: it is served what
+  :func:`fedsim.client.device.fit_local_only` fits (its kept embedding against the shared table), like every method.
+
+Supports ``model=mf``; the personal step is plain SGD whatever ``client.optimizer`` the global update uses. Under
+``privacy=record`` the global update is DP-SGD but the personal model is fitted on the same records without DP: the
+threat model says the guarantee does not cover it (:meth:`Ditto.record_dp_uncovered`).
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import torch
 
 from fedsim.data.negatives import UserSamples
 from fedsim.models.base import RankingModel
-from fedsim.personalization.base import Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, SHARED_HIT_RELEASE, Personalization
 from fedsim.personalization.offsets import as_offsets, score_with_offsets
 from fedsim.runtime import Runtime
 from fedsim.training.local import pack_streams, sample_objective
@@ -113,9 +126,12 @@ class Ditto(Personalization):
         if personal is None:
             return super().scores(rt, users, private, shared, server_round)
         dim = rt.model.private_dim
-        return score_with_offsets(
-            rt.model, torch.as_tensor(personal[:, :dim]), shared, as_offsets(personal, rt.model, dim)
-        )
+        user, offsets = torch.as_tensor(personal[:, :dim]).clone(), as_offsets(personal, rt.model, dim).clone()
+        # who declined contributing never trains a personal model (its row is still at init): serve the embedding it
+        # fitted on the device (fit_local_only) against the shared table, not the untrained init vector
+        never = torch.as_tensor(np.isin(users, rt.local_only))
+        user[never], offsets[never] = torch.as_tensor(private, dtype=user.dtype)[never], 0.0
+        return score_with_offsets(rt.model, user, shared, offsets)
 
     def describe(self) -> str:
         return (
@@ -123,4 +139,9 @@ class Ditto(Personalization):
             "round): released: only the shared update, exactly as private_embedding (the global model trains as "
             "usual); on the device: the user embedding and a personal model (its own user vector and item offsets, "
             "regularised toward the shared model), kept across rounds in context.state, never uploaded"
+            + MEASUREMENT_RELEASE
+            + SHARED_HIT_RELEASE
         )
+
+    def record_dp_uncovered(self) -> str | None:
+        return "ditto's personal model (user vector and item offsets), fitted on the same records without DP-SGD"

@@ -16,6 +16,28 @@ The device ranks with θ_u against its own item table ``w + s·δ_u`` — the ne
 moves a row far less than the server step does (the server multiplies the mean update by ``strategy.server_lr``), so
 an un-amplified offset is a tiny perturbation of the shared row; PFedRec likewise gives the item embedding its own,
 larger learning rate. ``δ_u`` is replaced at each round the device trains. Only the shared update is uploaded.
+
+Deviations from the public code (github.com/Zhangcx19/IJCAI-23-PFedRec, ``engine.py``), so results here are
+"PFedRec-style", not a reproduction of its numbers:
+
+a. **Training order.** The reference alternates, within *every mini-batch*, one SGD step of the score function (its
+   own optimizer) and one step of the item embedding (a second optimizer; the score function held fixed). Here the
+   score function gets ``score_epochs`` whole epochs first (items frozen), then the usual ``client.epochs`` epochs
+   update user vector and item rows *jointly*.
+b. **Item learning rate.** The reference's item optimizer uses ``lr · num_items · lr_eta`` — far larger than the
+   score function's ``lr`` — for the table it uploads *and* keeps. Here the item rows train at ``client.lr`` like
+   every method (the upload is the reference method's), and only the *ranking* offset is amplified
+   (``offset_scale``); the server step is FedAvg with ``strategy.server_lr``, not the reference's plain mean of the
+   tables. This is one likely reason the paper's gain is not reproduced.
+c. **Compute.** A round costs ``score_epochs + client.epochs`` local epochs over the data, against ``client.epochs``
+   for the reference method. So a gain over ``private_embedding`` at equal ``client.epochs`` mixes PFedRec's order
+   with more user-vector training; ``experiments/personalization/README.md`` reports the compute-matched control
+   (``private_embedding`` with ``client.epochs`` + ``score_epochs`` epochs).
+d. **Ranking table.** The reference ranks with the item table the device kept after its last round; here with the
+   newest global table plus this device's last fine-tuning (``w^{t+1} + s·δ_u``).
+
+Under ``privacy=record`` step 1 would fit the user vector on the records without DP-SGD, so the configuration
+refuses ``dual`` with ``score_epochs > 0`` there (:func:`fedsim.config._personalization`).
 """
 
 from __future__ import annotations
@@ -23,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.personalization.base import Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, SHARED_HIT_RELEASE, Personalization
 from fedsim.personalization.offsets import as_offsets, offsets_of, score_with_offsets
 from fedsim.runtime import Runtime
 from fedsim.training.local import train_users
@@ -83,5 +105,5 @@ class Dual(Personalization):
             f"scale {self.cfg.offset_scale:g}): released: "
             "only the shared update, exactly as private_embedding; on the device: the personal score function (the "
             "user vector) and the personal item offset (this round's un-clipped fine-tuning of the item rows), both "
-            "kept across rounds in context.state and never uploaded"
+            "kept across rounds in context.state and never uploaded" + MEASUREMENT_RELEASE + SHARED_HIT_RELEASE
         )

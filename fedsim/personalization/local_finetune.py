@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.personalization.base import Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, SHARED_HIT_RELEASE, Personalization
 from fedsim.runtime import Runtime
 from fedsim.training.local import train_users
 
@@ -58,4 +58,9 @@ class LocalFinetune(Personalization):
             f"local_finetune ({self.cfg.finetune_steps} local epoch(s) at evaluation; Wang et al. 2019): released: "
             "only the shared update, exactly as private_embedding; on the device: the user embedding and, only while "
             "ranking, a fine-tuned copy of the item rows it uses (never uploaded, never kept)"
+            + MEASUREMENT_RELEASE
+            + SHARED_HIT_RELEASE
         )
+
+    def record_dp_uncovered(self) -> str | None:
+        return "local_finetune's fine-tuned copy it ranks with (fitted on the records without DP-SGD at evaluation)"

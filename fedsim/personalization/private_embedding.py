@@ -7,7 +7,7 @@ only the change to the shared parameters, and ranks with its embedding against t
 
 from __future__ import annotations
 
-from fedsim.personalization.base import Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, Personalization
 
 
 class PrivateEmbedding(Personalization):
@@ -18,5 +18,5 @@ class PrivateEmbedding(Personalization):
     def describe(self) -> str:
         return (
             "private_embedding (Ammad-ud-din et al. 2019): released: only the shared update (item rows, dense); "
-            "on the device: the user embedding, kept across rounds, and the raw interactions"
+            "on the device: the user embedding, kept across rounds, and the raw interactions" + MEASUREMENT_RELEASE
         )

@@ -9,7 +9,8 @@ per-user state to keep, restore or leak from storage, and a user who never train
 membership attack's hold-out — is served from its local data alone (``cold/test_hr@10``).
 
 Simplifications against the paper: reconstruction and update use the same local stream (no support/query split),
-and during the update the embedding keeps moving jointly with the shared rows (then is discarded).
+and during the update the embedding keeps moving jointly with the shared rows (then is discarded). The re-fit uses
+no DP-SGD, so the configuration refuses ``privacy=record`` (DP-SGD would start from a state shaped by the records).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.personalization.base import Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, Personalization
 from fedsim.runtime import Runtime
 from fedsim.training.local import train_users
 
@@ -63,4 +64,6 @@ class Reconstruction(Personalization):
             "epoch(s)): released: only the shared update; on the device: the raw interactions only — the user "
             "embedding is re-fitted from scratch (shared model frozen) whenever the device trains or ranks and is "
             "never stored, so users who never trained (cold start) are served too"
+            + MEASUREMENT_RELEASE
+            + " and the cold-start users' test hits (cold/*)"
         )

@@ -111,11 +111,18 @@ def _integrity_section(security: dict[str, Any] | None, final: dict[str, float],
     lines = ["## Integrity", ""]
     poison = security.get("poisoning")
     if poison:
+        item = (
+            f"item {poison['target_item']} ({poison['target_train_interactions']} training interactions, popularity "
+            f"rank {poison['target_popularity_rank']})"
+        )
         lines += [
-            f"- Attack: {poison['malicious_devices']} malicious devices ({poison['strategy']}) promote item "
-            f"{poison['target_item']} ({poison['target_train_interactions']} training interactions, popularity rank "
-            f"{poison['target_popularity_rank']}). Malicious devices are listed in per_user.csv and never evaluated.",
-            f"- Final evaluation, benign users (protocol: top-{k} over every item the user has not trained on): "
+            f"- Attack: {poison['malicious_devices']} malicious devices ({poison['strategy']}) promote {item}. "
+            "Malicious devices are listed in per_user.csv and never evaluated."
+            if poison["malicious_devices"]
+            else f"- No malicious device: the no-attack reference for {item}.",
+            f"- Final evaluation, benign users who did not train on the target ("
+            f"{_f(final.get('risk/target_in_benign_train'), 0)} who did are left out; protocol: top-{k} over every "
+            "item the user has not trained on): "
             f"target exposure@{k} {_f(final.get(f'risk/target_exposure@{k}'), 3)}, target rank median "
             f"{_f(final.get('risk/target_rank_median'), 0)} / mean {_f(final.get('risk/target_rank_mean'), 1)}, "
             f"benign test HR@{k} {_f(final.get(f'test/hr@{k}'))}.",
@@ -123,8 +130,15 @@ def _integrity_section(security: dict[str, Any] | None, final: dict[str, float],
     if "robust_aggregation" in security:
         lines.append(
             f"- Aggregation: {security['robust_aggregation']}. Share of malicious updates the rule kept in the last "
-            f"round: {_f(final.get('robust/malicious_kept_share'), 3)}; aggregation time "
-            f"{_f(final.get('robust/aggregate_s'), 3)} s."
+            f"round: {_f(final.get('robust/malicious_kept_share'), 3)}"
+            + (
+                f" (norm_bound keeps every update and shrinks the long ones; malicious updates shrunk: "
+                f"{_f(final.get('robust/malicious_scaled_share'), 3)})"
+                if "robust/scaled_share" in final
+                else ""
+            )
+            + f"; L2 norm of the aggregated update {_f(final.get('robust/update_norm'), 4)} (0: the model did not "
+            f"change); aggregation time {_f(final.get('robust/aggregate_s'), 3)} s."
         )
     secure = security.get("secure_aggregation")
     if secure:
@@ -200,6 +214,11 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             f"{_f(final[f'shared/test_hr@{k}'])}; personalisation lift {_f(final[f'lift/test_hr@{k}'])} "
             f"(per group: `lift/<grouping>/<group>/test_hr@{k}` in summary.json)."
         )
+        for tag in sorted(t for t in final if t.startswith("lift_gap/") and t.endswith(f"test_hr@{k}")):
+            lines.append(  # minority minus majority lift, paired bootstrap CI (fedsim/personalization/lift.py)
+                f"Lift gap `{tag}` (smallest minus largest group): {_f(final[tag])} "
+                f"[95% CI {_f(final.get(tag + '_ci_low'))}, {_f(final.get(tag + '_ci_high'))}]."
+            )
     lines.append("")
     lines += _purposes_section(summary.get("consent_purposes"), final)
     lines += _fairness_section(tables, final)

@@ -10,6 +10,10 @@ Three concerns, one module each, all off by default:
 * :mod:`fedsim.security.secagg` — secure aggregation (SecAgg+) simulated: quantised per-user vectors whose sum is all
   the server learns, the protocol's published costs, and the item-set attack on that sum.
 
+Plumbing: :mod:`fedsim.security.uploads` is what a node uploads when the server aggregates per user or securely;
+:mod:`fedsim.security.describe` adds the options' callbacks, threat-model lines and ``summary.json`` section (nothing
+when they are off).
+
 Why together: the defences interact. Robust aggregation must look at each user's update, secure aggregation hides
 exactly that (the combination is refused in :func:`fedsim.config.validate`), and DP noise blunts both the attacks and
 the utility. Devices use these through :mod:`fedsim.client.device`, the server through

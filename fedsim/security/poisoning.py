@@ -15,9 +15,23 @@ Strategies (``attack.poison.strategy``):
 * ``boost_target`` — model-update poisoning: the device uploads a crafted update that touches only the target's item
   row: the gradient of benign users' summed scores of the target, their embeddings approximated by the popular
   items' mean embedding (PipAttack's popularity alignment, Zhang et al. 2022; FedRecAttack, Rong et al. 2022,
-  approximates benign users' embeddings from public interactions the same way), bias raised, and
-  scaled to exactly the norm bound the server enforces (the round's ``clipping-norm``, else
-  ``attack.poison.update_norm``), so clipping cannot shrink it.
+  approximates benign users' embeddings from public interactions the same way), bias raised, and scaled to
+  ``attack.poison.update_norm``.
+
+Clipping (``attack.poison.skip_clip``, default true): a real malicious device does not run the clip the protocol asks
+of it — it uploads whatever it crafted. Nothing on the server enforces a per-user bound unless
+``strategy.robust=norm_bound`` does: with central DP (no secagg) the server receives node sums, under secure
+aggregation only the round's total, and the only bound left there is secagg's ±``secagg.clipping_range`` per
+coordinate. With ``skip_clip=false`` the attackers play by the rules: the device clip applies to them, and
+``boost_target`` aims at just inside the round's ``clipping-norm`` (× (1 − 10⁻⁶), so float rounding never makes the
+clip shrink it).
+
+Who may be malicious: the role is drawn among opted-in users, independently of the per-purpose declines
+(``consent.decline_*``) and of the training data, and every malicious device is eligible (:attr:`Runtime.eligible`):
+it may hold no training interaction of its own (it trains on its crafted profile), and a "declined contribution"
+drawn for it is ignored — an attacker does not honour it. Under ``federation.user_weighting=examples`` its FedAvg
+weight is its real training count (what the server's bookkeeping says; 0 for a device with no data, whose upload
+then counts for nothing), not its profile's length.
 """
 
 from __future__ import annotations
@@ -133,8 +147,12 @@ class BoostTarget(PoisonAttack):
     ) -> None:
         if len(rows) == 0:
             return
-        norm = float(config.get("clipping-norm", self.cfg.update_norm))
-        push = self.boost(rt.model.pack_items(shared), rt.model.item_tables, norm)
+        if self.cfg.skip_clip or "clipping-norm" not in config:
+            norm = self.cfg.update_norm
+        else:  # playing by the clip: just inside it, so that float rounding never counts it as clipped
+            norm = float(config["clipping-norm"]) * (1.0 - 1e-6)
+        received: dict[str, np.ndarray | torch.Tensor] = dict(shared)
+        push = self.boost(rt.model.pack_items(received), rt.model.item_tables, norm)
         bad = set(rows.tolist())
         for chunk in result.chunks:
             for local, position in enumerate(chunk.positions.tolist()):
@@ -146,6 +164,32 @@ class BoostTarget(PoisonAttack):
                 chunk.item_delta[local, at] = push.to(chunk.item_delta.dtype)
                 for name in chunk.dense_delta:
                     chunk.dense_delta[name][local] = 0.0
+
+
+Held = list[tuple[int, list[int], torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def hold_unclipped(result: LocalResult, rows: np.ndarray, cfg: PoisonConfig) -> Held:
+    """A copy of the malicious positions' updates before the device clip (``attack.poison.skip_clip``), to put back
+    after it with :func:`restore_unclipped`; empty when the attackers play by the clip."""
+    if not cfg.skip_clip or len(rows) == 0:
+        return []
+    bad, held = set(rows.tolist()), []
+    for index, chunk in enumerate(result.chunks):
+        local = [i for i, position in enumerate(chunk.positions.tolist()) if position in bad]
+        if local:
+            dense = {name: value[local].clone() for name, value in chunk.dense_delta.items()}
+            held.append((index, local, chunk.item_delta[local].clone(), dense))
+    return held
+
+
+def restore_unclipped(result: LocalResult, held: Held) -> None:
+    """Undo the device clip on the malicious positions: a malicious device uploads its crafted update unclipped."""
+    for index, local, items, dense in held:
+        chunk = result.chunks[index]
+        chunk.item_delta[local] = items
+        for name, value in dense.items():
+            chunk.dense_delta[name][local] = value
 
 
 def measures_target(cfg: PoisonConfig) -> bool:
@@ -188,9 +232,11 @@ def exposure(top_k: np.ndarray, target: int) -> float:
 
 
 class PoisonMonitor(Callback):
-    """``risk/target_exposure@K``, ``risk/target_rank_mean`` / ``_median`` over the benign users evaluated (the
-    malicious devices are never evaluated), and ``risk/target_in_benign_train`` (how many benign users really chose
-    the target: their top-K cannot hold it)."""
+    """``risk/target_exposure@K``, ``risk/target_rank_mean`` / ``_median`` over the benign users evaluated who did not
+    train on the target (the malicious devices are never evaluated; a user who trained on it cannot be shown it, so
+    both metrics leave them out), and ``risk/target_in_benign_train``: how many evaluated benign users were left out
+    for that reason. With ``mitigation=rerank`` the exposure reads the re-ranked top-K each device shows, while the
+    rank is the target's place in the device's raw scores (before re-ranking)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -200,7 +246,12 @@ class PoisonMonitor(Callback):
     def on_round_end(self, report: RoundReport) -> None:
         if report.evaluation is None or len(report.evaluation.users) == 0:
             return None
-        out = {f"risk/target_exposure@{self.k}": exposure(report.evaluation.top_k, self.target)}
+        users = np.asarray(report.evaluation.users)
+        trained = np.array([self.target in set(self.rt.split.train_items_of(int(u)).tolist()) for u in users], bool)
+        out = {
+            f"risk/target_exposure@{self.k}": exposure(report.evaluation.top_k[~trained], self.target),
+            "risk/target_in_benign_train": float(trained.sum()),
+        }
         ranks = report.device_extras.get("target-rank")
         if ranks is not None and len(ranks):
             out["risk/target_rank_mean"] = float(np.mean(ranks))

@@ -27,7 +27,8 @@ from flwr.server.strategy.aggregate import aggregate_median, aggregate_trimmed_a
 from fedsim.config import StrategyConfig
 from fedsim.updates import LocalResult
 
-Rule = tuple[np.ndarray, np.ndarray]  # (aggregated d-vector, indices of the users it kept)
+# (aggregated d-vector, indices of the users it kept, the rule's own diagnostics as ``robust/*`` metrics)
+Rule = tuple[np.ndarray, np.ndarray, dict[str, float]]
 
 
 def stack_user_updates(
@@ -53,7 +54,9 @@ def stack_user_updates(
     return out
 
 
-def unstack(vector: np.ndarray, n_items: int, item_width: int, dense_shapes: dict[str, tuple[int, ...]]):
+def unstack(
+    vector: np.ndarray, n_items: int, item_width: int, dense_shapes: dict[str, tuple[int, ...]]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Inverse of one row of :func:`stack_user_updates`: (item matrix (n_items, W), {dense name: array})."""
     items = vector[: n_items * item_width].reshape(n_items, item_width)
     dense, start = {}, n_items * item_width
@@ -66,24 +69,31 @@ def unstack(vector: np.ndarray, n_items: int, item_width: int, dense_shapes: dic
 
 def mean(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
     """The plain mean (``strategy.robust=none``)."""
-    return updates.mean(axis=0), np.arange(len(updates))
+    return updates.mean(axis=0), np.arange(len(updates)), {}
 
 
 def norm_bound(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
-    """Mean of the updates scaled to L2 ≤ ``cfg.robust_norm`` (kept: the users that needed no scaling)."""
+    """Mean of the updates scaled to L2 ≤ ``cfg.robust_norm``. Every user is kept (a long update is shrunk, not
+    dropped); ``robust/scaled_share`` says how many needed shrinking."""
     norms = np.linalg.norm(updates, axis=1)
     factors = np.minimum(1.0, cfg.robust_norm / np.maximum(norms, 1e-12))
-    return (updates * factors[:, None]).mean(axis=0), np.flatnonzero(norms <= cfg.robust_norm)
+    scaled = float(np.mean(norms > cfg.robust_norm)) if len(norms) else 0.0
+    return (updates * factors[:, None]).mean(axis=0), np.arange(len(updates)), {"robust/scaled_share": scaled}
 
 
 def median(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
-    """Coordinate-wise median (Flower's ``aggregate_median``; every user kept)."""
-    return aggregate_median([([u], 1) for u in updates])[0], np.arange(len(updates))
+    """Coordinate-wise median (Flower's ``aggregate_median``; every user kept). Where fewer than half the users
+    touched a coordinate, its median is exactly 0: on sparse recommender updates that is most of the model."""
+    return aggregate_median([([u], 1) for u in updates])[0], np.arange(len(updates)), {}
 
 
 def trimmed_mean(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
-    """Coordinate-wise trimmed mean (Flower's ``aggregate_trimmed_avg`` with ``proportiontocut=robust_trim``)."""
-    return aggregate_trimmed_avg([([u], 1) for u in updates], cfg.robust_trim)[0], np.arange(len(updates))
+    """Coordinate-wise trimmed mean (Flower's ``aggregate_trimmed_avg`` with ``proportiontocut=robust_trim``). It cuts
+    ⌊β·n⌋ values at each end — none at all when n < 1/β, where it is the plain mean: ``robust/trimmed_per_end``
+    records the count actually cut."""
+    cut = float(int(cfg.robust_trim * len(updates)))  # scipy.stats.trimboth's count, which Flower calls
+    out = aggregate_trimmed_avg([([u], 1) for u in updates], cfg.robust_trim)[0]
+    return out, np.arange(len(updates)), {"robust/trimmed_per_end": cut}
 
 
 def krum_scores(updates: np.ndarray, n_byzantine: int) -> np.ndarray:
@@ -100,10 +110,17 @@ def _byzantine(n: int, cfg: StrategyConfig) -> int:
     return int(np.floor(cfg.robust_byzantine * n))
 
 
+def _krum_info(n: int, f: int) -> dict[str, float]:
+    """f in force and Krum's neighbour count: with n ≤ f + 3 it falls back to one neighbour (Flower's
+    ``max(1, n - f - 2)``), and Krum's guarantee (n > 2f + 2) does not hold — both are recorded, not hidden."""
+    return {"robust/byzantine_f": float(f), "robust/krum_neighbours": float(max(1, n - f - 2))}
+
+
 def krum(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
     """The one update with the lowest Krum score (Flower's ``aggregate_krum`` with ``to_keep=0``)."""
-    best = int(np.argmin(krum_scores(updates, _byzantine(len(updates), cfg))))
-    return updates[best].copy(), np.array([best])
+    f = _byzantine(len(updates), cfg)
+    best = int(np.argmin(krum_scores(updates, f)))
+    return updates[best].copy(), np.array([best]), _krum_info(len(updates), f)
 
 
 def multi_krum(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
@@ -112,4 +129,4 @@ def multi_krum(updates: np.ndarray, cfg: StrategyConfig) -> Rule:
     scores = krum_scores(updates, f)
     keep = max(1, len(updates) - f)
     best = np.argsort(scores)[::-1][len(scores) - keep :]  # Flower's selection, ties included
-    return updates[best].mean(axis=0), np.sort(best)
+    return updates[best].mean(axis=0), np.sort(best), _krum_info(len(updates), f)

@@ -4,23 +4,33 @@ Overhead"), as Flower's ``SecAggPlusWorkflow`` runs it, reduced to what it guara
 What is faithful: each device quantises its (weighted) update exactly as Flower's SecAgg+ mod does — every coordinate
 clipped to [−c, c], mapped to [0, 2^q) and stochastically rounded (:func:`quantize`, seeded per user and round
 instead of Flower's global ``np.random``) — and the server gets only Σ_u q_u mod 2^b, which it dequantises
-(:func:`dequantize_sum`). The pairwise and self masks are not drawn: they cancel in the sum by construction, so the
-sum is all they change about the server's view, and the simulator simply never hands the server anything else. A
-node adds its users' quantised vectors mod 2^b before replying — the protocol's sum, computed in pieces.
+(:func:`dequantize_sum`). The pairwise and self masks are not drawn: they cancel in the sum by construction. A node
+adds its users' quantised vectors mod 2^b before replying — the protocol's sum, computed in pieces — so the server
+code does receive each node's (unmasked) partial sum; it reads only their total, which is what the masks would let it
+compute. The node's other statistics travel the same way, summed (:func:`fedsim.security.uploads.seal_metrics`); only
+the number of surviving users is in the clear, as in SecAgg+.
 
-What is enforced: a round whose surviving users are fewer than ``secagg.min_users`` is aborted — the server learns
-nothing and the model stays as it was (SecAgg+ cannot unmask below its threshold; a smaller cohort would make "only
-the sum" too close to "one user's update"). Users who drop out (``federation.dropout``, failed nodes) are left out of
+What is enforced: a round whose surviving users are fewer than ``secagg.min_users`` is aborted — the server reads
+nothing of the uploads (SecAgg+ cannot unmask below its threshold; a smaller cohort would make "only the sum" too
+close to "one user's update"). The round still counts: no user's update reaches the model, but under central DP that
+round's noise is released and charged, and the strategy steps on the noise-only (or zero) mean
+(:mod:`fedsim.server.combine`). Users who drop out (``federation.dropout``, failed nodes) are left out of
 the sum, as SecAgg+'s unmasking of dropped users' pairwise masks achieves.
 
 What it costs (recorded per round, ``secagg/*``; n surviving users, d dropped, m = vector length, k neighbours
-(``secagg.num_shares``, 0 = min(n − 1, 2⌈log₂ n⌉), the O(log n) of Bell et al.), b = ``secagg.modulus_bits``):
+(``secagg.num_shares``, 0 = min(n − 1, 2⌈log₂ n⌉) — a heuristic of the O(log n) order only: Bell et al. derive k
+from the tolerated corruption and dropout rates, and Flower's ``num_shares`` is set by hand), b =
+``secagg.modulus_bits``):
 
 * client upload: m·b/8 bytes of masked vector + 2 public keys + 2k encrypted key shares (setup, share-keys) + k
   shares when unmasking — :data:`KEY_BYTES` and :data:`SHARE_BYTES` per key and share;
-* client compute: (k + 1)·m pseudo-random mask elements (k pairwise masks, one self mask) and k key agreements;
+* client compute: (k + 1)·m pseudo-random mask elements (k pairwise masks, one self mask) and 2k key agreements
+  (each client holds two key pairs, one for encrypting shares, one for the pairwise masks);
 * server compute: n·m mask elements to remove the survivors' self masks + d·k·m to rebuild the dropped users'
   pairwise masks (an upper bound: all k neighbours of a dropped user survive), and n + d Shamir reconstructions.
+
+Not modelled: the client's downloads (its neighbours' public keys and the encrypted shares the server relays to it),
+the server's relaying of those shares, and the bytes of the unmasking request.
 
 Asymptotically (Bell et al., Table 1): client O(log n + m) communication and O(log² n + m log n) computation, server
 O(n log n + n m) and O(n log² n + n m log n). The original SecAgg (Bonawitz et al. 2017) is k = n − 1.
@@ -90,6 +100,7 @@ def protocol_costs(n: int, dropped: int, m: int, cfg: SecAggConfig) -> dict[str,
         "secagg/client_upload_bytes": client_bytes,
         "secagg/client_upload_vs_float32": client_bytes / (4.0 * m),
         "secagg/client_mask_elements": float((k + 1) * m),
+        "secagg/client_key_agreements": float(2 * k),
         "secagg/server_mask_elements": float(n * m + dropped * k * m),
         "secagg/server_reconstructions": float(n + dropped),
         "secagg/server_download_bytes": n * client_bytes,
@@ -128,7 +139,8 @@ class SecAggMonitor(Callback):
 
     def describe(self) -> dict[str, Any]:
         return {
-            "protocol": "SecAgg+ (Bell et al. 2020), simulated: the server learns only the quantised sum",
+            "protocol": "SecAgg+ (Bell et al. 2020), simulated: the server reads only the round's quantised sum "
+            "(and the nodes' statistics, summed) and how many users survived",
             "min_users": self.cfg.min_users,
             "quantization": f"clip ±{self.cfg.clipping_range:g}, 2^{self.cfg.quantization_bits} levels, "
             f"mod 2^{self.cfg.modulus_bits} (Flower's defaults)",

@@ -162,7 +162,8 @@ def test_the_audit_can_switch_on_a_mitigation_as_remediation(tmp_path):
         (["mitigation=rerank", "mode=centralized"], "mode=federated"),
         (["mitigation=rerank", "mitigation.rerank_pool=5"], "mitigation.rerank_pool"),
         (["mitigation.name=fair"], "mitigation.name"),
-        (["audit.rules.utility_vs_itempop.remediation=rerank", "mode=centralized"], "mode=federated"),
+        ([*LONG_TAIL_GATE, "audit.rules.utility_vs_itempop.remediation=rerank", "mode=centralized"], "mode=federated"),
+        (["audit.rules.utility_vs_itempop.remediation=rerank"], "action=rollback and then=continue"),  # a warn rule
         (["audit.rules.epsilon.remediation=forget"], "audit.rules.epsilon.remediation"),
     ],
 )
