@@ -735,6 +735,16 @@ def _erasure(cfg: FedsimConfig) -> None:
         return
     if cfg.mode != "federated" or cfg.resume_from:
         raise ConfigError("erasure.share > 0 needs a fresh federated run (mode=federated, no resume_from)")
+    if cfg.privacy.mechanism == "record":  # its bound is per record: nothing user-level to print for an erased user
+        raise ConfigError(
+            "erasure.share > 0 with privacy=record is refused: record-level DP bounds one rating, not a user; "
+            "allowed: privacy none, central, local, on_device"
+        )
+    if not (cfg.attack.membership and cfg.attack.holdout_share > 0):  # the before/after is that attack's AUC
+        raise ConfigError(
+            "erasure.share > 0 needs attack.membership=true and attack.holdout_share > 0 (never-members): the "
+            "erasure is measured by the membership attack on erased users against them"
+        )
     every, rounds = cfg.evaluation.every, cfg.federation.rounds
     _check(
         "erasure.round",

@@ -355,6 +355,12 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[s
             a, b = a.get(part), b.get(part)
         if a != b:
             raise ConfigError(f"resume_from: {dotted} differs from the earlier run ({a!r} there, {b!r} here)")
+    erased_share = float((previous.get("erasure") or {}).get("share", 0.0))
+    if erased_share > 0:  # its devices and sampler forgot users; a resume (with any erasure.*) would bring them back
+        raise ConfigError(
+            f"resume_from: the earlier run had erasure.share={erased_share:g} (users asked to be forgotten); "
+            "resuming it is refused: start a fresh run"
+        )
     done = found[0] if found else int(summary["rounds_completed"])
     if done >= cfg.federation.rounds:
         raise ConfigError(

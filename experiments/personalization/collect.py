@@ -1,8 +1,11 @@
-"""Rows of the personalization tables (README.md) from run folders: ``python collect.py main|fair RUN_DIR...``.
+"""Rows of the personalization tables (README.md) from run folders: ``python collect.py main|fair|control RUN_DIR...``.
 
 Every number comes from the run's ``summary.json`` — ``final``: the last round (always evaluated); ``fairness``: the
 per-group tables of that evaluation with 95% bootstrap CIs — and ``metrics.jsonl`` (median ``time/round_s``).
-Lift is ``lift/*``: personal minus shared-model test HR@10 on the same users (fedsim/personalization/lift.py).
+Lift is ``lift/*``: personal minus shared-model test HR@10 on the same users (fedsim/personalization/lift.py);
+the lift gap is ``lift_gap/*``: lift(smallest group) − lift(largest group) with its paired bootstrap CI (runs made
+before it existed print "—"). ``control``: seed, local epochs (``client.epochs`` + ``score_epochs`` for ``dual``) and
+final test HR@10 — the compute-matched comparison of ``dual`` with ``private_embedding``.
 """
 
 from __future__ import annotations
@@ -65,8 +68,22 @@ def fair_rows(run_dir: Path) -> list[str]:
             cells.append(f"{g} ({s['size']}): {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
         cells.append(f"{final[f'fair/{grouping}/di_ratio_hr']:.3f}")
         cells += [_lift(final, f"{grouping}/{g}") for g in (kept[0], kept[-1])]
+        gap = [k for k in final if k.startswith(f"lift_gap/{grouping}/") and k.endswith("test_hr@10")]
+        ci = "" if not gap else f" [{final[gap[0] + '_ci_low']:+.3f}, {final[gap[0] + '_ci_high']:+.3f}]"
+        cells.append(f"{final[gap[0]]:+.3f}{ci}" if gap else "—")
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def control_row(run_dir: Path) -> str:
+    """Data, seed, method, local epochs over the data per round, final test HR@10 (and shared-model HR@10)."""
+    summary, cfg, final = _load(run_dir)
+    pe = cfg["personalization"]
+    epochs = cfg["client"]["epochs"] + (pe["score_epochs"] if pe["name"] == "dual" else 0)
+    shared = final.get("shared/test_hr@10")
+    extra = "" if shared is None else f" (shared {shared:.4f})"
+    cells = [cfg["dataset"]["name"], str(cfg["seed"]), pe["name"], str(summary["rounds_completed"]), str(epochs)]
+    return "| " + " | ".join([*cells, f"{final['test/hr@10']:.4f}{extra}"]) + " |"
 
 
 def upload_bytes(overrides: list[str]) -> str:
@@ -96,4 +113,5 @@ if __name__ == "__main__":
     if table == "bytes":  # python collect.py bytes dataset=movielens_100k
         print(upload_bytes(args))
     for folder in [] if table == "bytes" else args:
-        print(main_row(Path(folder)) if table == "main" else "\n".join(fair_rows(Path(folder))))
+        rows = {"main": main_row, "control": control_row}
+        print(rows[table](Path(folder)) if table in rows else "\n".join(fair_rows(Path(folder))))

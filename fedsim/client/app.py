@@ -99,6 +99,20 @@ def _erase_devices(context: Context, rt: Runtime, partition: int, users: np.ndar
         context.state[PERSONAL_KEY] = to_record({"personal": personal})
 
 
+def _scrub_stored(path: Path, rt: Runtime, users: np.ndarray) -> None:
+    """Erasure reaches the copies a node already stored (a checkpoint's ``devices/``): the erased users' rows become
+    a fresh install's, so no file under the run keeps an embedding trained on their data."""
+    if not path.is_file() or len(users) == 0:
+        return
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    hit = np.isin(arrays["users"], users)
+    if hit.any():
+        arrays["embeddings"] = arrays["embeddings"].copy()
+        arrays["embeddings"][hit] = rt.model.init_private(arrays["users"], rt.cfg.seed)[hit]
+        save_npz(path, arrays)
+
+
 def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     """Report the hosted partition; with ``save-dir`` in the config, also store the shard's private embeddings
     *on the node's own disk* (the simulator's stand-in for each phone's storage, read by ``fedsim-explain``)."""
@@ -113,6 +127,8 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     if "erase-users" in config or config.get("reset-all"):  # erasure (fedsim/ethics/erasure.py)
         erased = np.asarray(config.get("erase-users", []), dtype=np.int64)
         _erase_devices(context, rt, partition, erased, bool(config.get("reset-all", False)))
+        for folder in config.get("erase-in", []):  # copies this node stored earlier (checkpoints): their rows too
+            _scrub_stored(Path(str(folder)) / f"partition_{partition:05d}.npz", rt, erased)
     return Message(
         RecordDict({"metrics": MetricRecord({"partition-id": partition, "num-users": len(rt.shards[partition])})}),
         reply_to=msg,

@@ -216,8 +216,9 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         )
         for tag in sorted(t for t in final if t.startswith("lift_gap/") and t.endswith(f"test_hr@{k}")):
             lines.append(  # minority minus majority lift, paired bootstrap CI (fedsim/personalization/lift.py)
-                f"Lift gap `{tag}` (smallest minus largest group): {_f(final[tag])} "
-                f"[95% CI {_f(final.get(tag + '_ci_low'))}, {_f(final.get(tag + '_ci_high'))}]."
+                f"Lift gap `{tag}` (mean lift of the smallest minus the largest group; lift = personal − shared "
+                f"test HR@{k} per user): {_f(final[tag])} [95% bootstrap CI within groups, users paired, "
+                f"{_f(final.get(tag + '_ci_low'))}, {_f(final.get(tag + '_ci_high'))}]."
             )
     lines.append("")
     lines += _purposes_section(summary.get("consent_purposes"), final)

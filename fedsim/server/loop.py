@@ -363,12 +363,16 @@ class FederatedLoop:
         self.sampler.eligible = np.setdiff1d(self.sampler.eligible, gone)
         counts = self.participation.counts
         retrain = policy == "retrain" and bool(np.any(counts[gone[gone < len(counts)]] > 0))  # else nothing to undo
+        run_dir = Path(self.device_dir).parent if self.device_dir else None
+        stored = sorted(str(d) for d in run_dir.glob("checkpoint/round_*/devices")) if run_dir else []
         messages = []
         for node, partition in self.partition_of_node.items():
             mine = gone[self.partition_of_user[gone] == partition]
             config: dict[str, Any] = {"reset-all": retrain}
             if len(mine):
                 config["erase-users"] = mine.tolist()
+                if stored:  # the published checkpoint's device copies keep their trained rows otherwise
+                    config["erase-in"] = stored
             if len(mine) or retrain:
                 content = RecordDict({"config": ConfigRecord(config)})
                 messages.append(Message(content, node, MessageType.QUERY, group_id="erase"))

@@ -90,6 +90,29 @@ def test_none_keeps_the_model_as_it_stood_and_retrain_restarts_it(tmp_path):
     assert not any(np.allclose(a[u], b[u]) for u in stayed.tolist())
 
 
+def test_no_file_under_the_run_keeps_an_erased_users_trained_embedding_and_resume_is_refused(tmp_path):
+    # policy none stops at the request: the round-4 checkpoint, written before it, is never replaced by a later one
+    cfg = tiny_config(*ERASE, "erasure.policy=none", "checkpoint.every=1")
+    run(cfg, tmp_path / "run")
+    rt = get_runtime(cfg)
+    gone = erased_users(rt)
+    fresh = rt.model.init_private(np.arange(rt.split.n_users), rt.cfg.seed)
+    files = sorted((tmp_path / "run").rglob("partition_*.npz"))
+    assert any("checkpoint" in str(f) for f in files)
+    stayed_trained = 0
+    for path in files:
+        with np.load(path) as data:
+            for user, row in zip(data["users"].tolist(), data["embeddings"], strict=True):
+                if user in set(gone.tolist()):
+                    assert np.array_equal(row, fresh[user]), f"{path} keeps user {user}'s trained embedding"
+                else:
+                    stayed_trained += not np.array_equal(row, fresh[user])
+    assert stayed_trained > 0  # the users who stayed keep theirs: only the erased rows were rewritten
+    # resuming (even with erasure.share=0, which the erasure check would not see) would sample them again: refused
+    with pytest.raises(ConfigError, match="erasure.share"):
+        run(tiny_config("federation.rounds=8", "evaluation.every=2", f"resume_from={tmp_path / 'run'}"), tmp_path / "r")
+
+
 def test_erasure_under_dp_prints_the_bound_spent_while_their_data_was_used(tmp_path):
     summary = run(
         tiny_config(*ERASE, "privacy=central", "privacy.noise_multiplier=2", "privacy.clipping_norm=0.5"),
@@ -111,6 +134,9 @@ def test_erasure_under_dp_prints_the_bound_spent_while_their_data_was_used(tmp_p
         (["erasure.share=1.5"], "erasure.share"),
         (["erasure.policy=forget"], "erasure.policy"),
         (["erasure.share=0.1", "erasure.round=3", "mode=centralized"], "mode=federated"),
+        (["erasure.share=0.1", "erasure.round=3", "privacy=record"], "privacy=record"),  # no user-level bound
+        (["erasure.share=0.1", "erasure.round=3", "attack.membership=false"], "attack.membership"),  # NaN AUCs
+        (["erasure.share=0.1", "erasure.round=3", "attack.holdout_share=0"], "attack.holdout_share"),
         (
             ["erasure.share=0.1", "erasure.round=3", "erasure.policy=retrain", "audit.rules.epsilon.action=pause"],
             "erasure.policy=retrain",

@@ -32,7 +32,12 @@ def test_methods_that_fit_the_embedding_without_dp_are_refused_under_record_dp()
 
 
 @pytest.mark.parametrize(
-    ("name", "uncovered"), [("ditto", "NOT ditto's personal model"), ("private_embedding", None)]
+    ("name", "uncovered"),
+    [
+        ("ditto", "NOT ditto's personal model"),
+        ("local_finetune", "NOT local_finetune's fine-tuned copy"),
+        ("private_embedding", None),
+    ],
 )
 def test_record_dp_threat_model_names_what_it_does_not_cover(tmp_path, name, uncovered):
     cfg = tiny_config(f"personalization={name}", *RECORD, "attack=off", "audit=off", rounds=1)
