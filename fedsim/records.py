@@ -6,6 +6,7 @@ helpers so both sides agree on the format and the type checker knows what comes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -14,6 +15,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 
 def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
+
+
+def to_metrics(values: Mapping[str, float]) -> MetricRecord:
+    """A node's scalar metrics as a MetricRecord (Flower's value type is a union of scalars and lists)."""
+    return MetricRecord(cast(dict[str, Any], dict(values)))
 
 
 def arrays_of(message: Message, key: str = "arrays") -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from fedsim.checkpoint import device_dir, save_npz
 from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
 from fedsim.config import FedsimConfig
 from fedsim.personalization import build_personalization
-from fedsim.records import arrays_of, config_of, to_record
+from fedsim.records import arrays_of, config_of, to_metrics, to_record
 from fedsim.runtime import Runtime, get_runtime
 
 STATE_KEY = "fedsim-private"
@@ -161,11 +161,11 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
         all_personal[rows] = personal
         context.state[PERSONAL_KEY] = to_record({"personal": all_personal})
     if not keeps:
-        return Message(RecordDict({"arrays": to_record(upload), "metrics": MetricRecord(metrics)}), reply_to=msg)
+        return Message(RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)}), reply_to=msg)
     all_private = all_private.copy()
     all_private[rows] = new_private
     context.state[STATE_KEY] = to_record({"user-embedding": all_private})
-    content = RecordDict({"arrays": to_record(upload), "metrics": MetricRecord(metrics)})
+    content = RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)})
     return Message(content, reply_to=msg)
 
 

@@ -19,6 +19,7 @@ Parameters come in three kinds:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class RankingModel(ABC):
             out[row] = np.random.default_rng([seed, 2, user]).normal(0.0, self.init_std, self.private_dim)
         return out
 
-    def pack_items(self, shared: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+    def pack_items(self, shared: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
         """Concatenate the item tables into one (n_items, item_width) matrix."""
         return torch.cat([torch.as_tensor(shared[name]) for name in self.item_tables], dim=1)
 

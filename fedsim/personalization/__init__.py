@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 from fedsim.config import PersonalizationConfig
 from fedsim.personalization.base import Personalization
@@ -21,7 +22,7 @@ __all__ = ["Personalization", "build_personalization"]
 
 
 @functools.lru_cache(maxsize=16)
-def _build(fields: tuple[tuple[str, object], ...]) -> Personalization:
+def _build(fields: tuple[tuple[str, Any], ...]) -> Personalization:
     cfg = PersonalizationConfig(**dict(fields))
     return resolve("personalization", cfg.name)(cfg)
 
