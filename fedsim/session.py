@@ -20,7 +20,7 @@ from fedsim.config import ConfigError, FedsimConfig, as_dict
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
-from fedsim.ethics.controls import controls_threat_model
+from fedsim.ethics.controls import controls_summary, controls_threat_model, protocol_with_controls
 from fedsim.ethics.erasure import ErasureMonitor
 from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
 from fedsim.ethics.monitor import EthicsMonitor
@@ -166,7 +166,7 @@ class Session:
             **(security_description(rt) if self.federated else {}),
             **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
-            "protocol": describe_protocol(cfg, rt.split.n_users),
+            "protocol": protocol_with_controls(describe_protocol(cfg, rt.split.n_users), cfg),  # rerank: said
             "threat_model": self.threat_model(),
             **({"personalization": build_personalization(cfg.personalization).describe()} if self.federated else {}),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},
@@ -247,6 +247,7 @@ class Session:
         )
         # the guarantee in force at the end (an audit remediation may have raised the noise)
         summary["threat_model"] = self.threat_model()
+        summary.update(controls_summary(self.cfg, loop_state, summary.get("protocol", {})))  # mitigations in force
         self.callbacks.on_run_end(summary)
         explanations = self._explain_examples(final_model) if self.federated else []
         audit_payload = json.loads((run_dir / "audit.json").read_text()) if audit else None

@@ -10,7 +10,7 @@ from typing import Any
 
 from fedsim.config import FedsimConfig
 from fedsim.ethics.erasure import POLICY_TEXT
-from fedsim.mitigation import describe
+from fedsim.mitigation import describe, rerank_protocol
 
 
 def controls_threat_model(cfg: FedsimConfig) -> dict[str, Any]:
@@ -35,8 +35,37 @@ def controls_threat_model(cfg: FedsimConfig) -> dict[str, Any]:
         out["erasure"] = (
             f"{er.share:.0%} of the contributing users ask to be forgotten at the start of round {er.round}: their "
             "devices reset their state to a fresh install's, the server never samples them again and they report no "
-            f"metrics. Policy {er.policy}: {POLICY_TEXT[er.policy]}. The model selection, checkpoints before the "
-            "request (pruned as later ones are published) and the privacy mechanism's state (the accountant's past "
-            "releases, an adaptive clip norm) are not undone; the best-by-validation row may be a round before it"
+            f"metrics. Policy {er.policy}: {POLICY_TEXT[er.policy]}. Their rows in every stored device copy "
+            "(checkpoint/*/devices) are reset too. Not undone, under any policy, retrain included: the checkpoint's "
+            "model before the request (replaced when a later one is published; under none it is the final model), "
+            "their participation counts (loop_state.json; the attack needs them to know who had taken part), their "
+            "rows of per_user/round_*.csv written before the request, the privacy mechanism's state (the "
+            "accountant's past releases, an adaptive clip norm fitted with their updates) and the best-by-validation "
+            "selection (its row may be a round before the request, a model trained on them). A resume of this run "
+            "is refused. Under DP the mean's denominator follows the users left (the erasure set is public; ε is "
+            "unchanged)"
         )
     return out
+
+
+def protocol_with_controls(
+    protocol: dict[str, Any], cfg: FedsimConfig, since: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The evaluation protocol, saying when the lists it scores were re-ranked (mitigation rerank, configured —
+    ``since`` None: from round 1 — or switched on by an audit remediation, ``since`` from the loop's state)."""
+    if since is None:
+        since = {} if cfg.mitigation.name == "none" else {cfg.mitigation.name: 1}
+    if "rerank" not in since:
+        return protocol
+    return rerank_protocol(protocol, cfg.mitigation, cfg.evaluation.k, since["rerank"])
+
+
+def controls_summary(cfg: FedsimConfig, loop_state: dict[str, Any] | None, protocol: dict[str, Any]) -> dict[str, Any]:
+    """summary.json entries of the mitigations in force at the end (``mitigation_in_force``: name -> the round it
+    is in force from) and the protocol that says so; empty when none was ever on (outputs unchanged)."""
+    since = (loop_state or {}).get("mitigation") or {}
+    if not since:
+        return {}
+    base = {k: v for k, v in protocol.items() if k != "rerank"}  # said again with the round it started
+    base["short"] = protocol.get("short", "").split("; re-ranked on device")[0]
+    return {"mitigation_in_force": dict(since), "protocol": protocol_with_controls(base, cfg, since)}

@@ -5,12 +5,15 @@ policy their devices delete what they hold (the node resets their private-embedd
 nothing of the old one) and the server never samples them again; they stop reporting metrics. What the shared model
 still holds of them depends on ``erasure.policy``:
 
-* ``none`` — nothing is done to the model: the run stops at the request and keeps the model as it stands. The only
+* ``none`` — nothing is done to the model: the whole federation stops at the request (nobody trains on) and keeps
+  the model as it stands, so its utility is an earlier round's, not comparable with the other policies'. The only
   assurance is the DP guarantee, which bounds any membership test's advantage (printed as ``dp_advantage_bound``);
-  without DP there is none;
+  without DP there is none. It is user-level (privacy=record, a per-rating bound, is refused with erasure);
 * ``continue`` — training goes on without them; their influence decays as other users' updates overwrite it (measured,
   not guaranteed);
-* ``retrain`` — exact: the model restarts from the last model before any of them took part (the initial model: every
+* ``retrain`` — exact for the model and the embeddings (not for the privacy mechanism's state, the participation
+  log or the best-by-validation selection: :func:`fedsim.ethics.controls.controls_threat_model` says so): the model
+  restarts from the last model before any of them took part (the initial model: every
   user may be sampled from round 1), the server optimiser's state is reset and every device re-initialises its
   embedding (they were fitted against models the erased users shaped); the rounds already trained are the cost.
 
@@ -28,22 +31,25 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, RoundReport
-from fedsim.data.roles import HOLDOUT, OPTED_IN
+from fedsim.data.roles import HOLDOUT, MALICIOUS, OPTED_IN
 from fedsim.ethics.attacks import membership_attack
 from fedsim.runtime import Runtime
 from fedsim.tracking.console import say
 
 POLICY_TEXT = {
-    "none": "nothing done to the model: training stopped at the request and the model stands as it was",
+    "none": "nothing done to the model: the whole federation stopped at the request and the model stands as it was "
+    "(its utility is that of an earlier round: not comparable with the other policies')",
     "continue": "training continued without them: their influence decays, unguaranteed",
-    "retrain": "exact: retrained from the initial model without them, every device embedding re-initialised",
+    "retrain": "exact for the model and the devices' embeddings: retrained from the initial model without them, every "
+    "device embedding re-initialised (the privacy mechanism's state and the logs are not: see the threat model)",
 }
 
 
 def erased_users(rt: Runtime) -> np.ndarray:
-    """The users who ask to be forgotten: ``erasure.share`` of the contributing users, drawn with the run's seed."""
+    """The users who ask to be forgotten: ``erasure.share`` of the benign contributing users (an attacker's device
+    does not ask), drawn with the run's seed."""
     share = rt.cfg.erasure.share
-    eligible = rt.eligible
+    eligible = rt.eligible[rt.roles[rt.eligible] != MALICIOUS]
     if share <= 0 or len(eligible) == 0:
         return np.zeros(0, dtype=np.int64)
     n = max(1, int(round(share * len(eligible))))

@@ -104,7 +104,7 @@ def evaluate_scores(
         full_rank = rank_among(target_score, scores, exclude)
         if reranker is not None:  # the held-out item goes last among its candidates: ties count against it
             candidates = torch.cat([negatives, target.unsqueeze(1)], dim=1)
-            sampled_rank = reranker.rank_of_last(scores.gather(1, candidates), candidates, users)
+            sampled_rank = reranker.rank_in_sampled_pool(scores, candidates, sampled_rank, users)  # top-N, as below
             full_rank = reranker.rank_in_pool(scores, exclude, target, full_rank, users)
         values[f"{phase}_hr"] = hit_at_k(sampled_rank, k)
         values[f"{phase}_ndcg"] = ndcg_at_k(sampled_rank, k)

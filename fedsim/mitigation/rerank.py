@@ -104,6 +104,23 @@ class Reranker:
         position = torch.argmax(hit.long(), dim=1)
         return torch.where(hit.any(dim=1), position, torch.full_like(position, self.k))
 
+    def rank_in_sampled_pool(
+        self, scores: torch.Tensor, candidates: torch.Tensor, base_rank: torch.Tensor, users: np.ndarray
+    ) -> torch.Tensor:
+        """Sampled-candidate rank of the held-out item (``candidates``' last column) after re-ranking only the
+        top-``pool`` candidates by score — the same pool rule as the full ranking (:meth:`rank_in_pool`): a held-out
+        item whose plain rank ``base_rank`` (ties against it) leaves it outside the pool is a miss (``k``)."""
+        n_cand = candidates.shape[1]
+        cand_scores = scores.gather(1, candidates)
+        if self.pool >= n_cand:  # every candidate is in the pool
+            return self.rank_of_last(cand_scores, candidates, users)
+        n = self.pool
+        others = torch.topk(cand_scores[:, :-1], k=n, dim=1).indices  # the n best negatives, best first
+        qualifies = base_rank < n
+        others[qualifies, n - 1] = n_cand - 1  # the held-out item takes the weakest place, last: ties against it
+        rank = self.rank_of_last(cand_scores.gather(1, others), candidates.gather(1, others), users)
+        return torch.where(qualifies, rank, torch.full_like(rank, self.k))
+
     def rank_in_pool(
         self,
         scores: torch.Tensor,

@@ -46,6 +46,7 @@ class CentralDP(ClippedMechanism):
         self.adaptive = cfg.clipping == "adaptive"
         self.target_quantile = cfg.target_quantile
         self.clip_lr = cfg.clip_lr
+        self.mean_population = population  # the mean's denominator is q·this (set_population after an erasure)
         expected = q * population
         self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
         # z: the round's overall (effective) noise multiplier; z_update: the update sum's; z_count: the centred
@@ -75,7 +76,7 @@ class CentralDP(ClippedMechanism):
     def mean_update(self, aggregate: Aggregate, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], dict]:
         std = self.noise_std()
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        denominator = self.q * self.population
+        denominator = self.q * self.mean_population
 
         def noised(total: torch.Tensor) -> torch.Tensor:
             noise = torch.randn(total.shape, generator=generator, dtype=torch.float64) * std
@@ -155,6 +156,11 @@ class CentralDP(ClippedMechanism):
             event = GaussianPrivacyEvent(noise_multiplier=z, sample_size=size, population_size=self.population)
             self._flower.compose(event, count=1)
         return float(self._flower.get_epsilon(self.delta))
+
+    def set_population(self, n: int) -> None:
+        """After an erasure the expected sample is q·n of the users left, not q·N of the original population: the
+        mean's denominator follows (the erasure set is public, so this costs no privacy; ε depends on q, not N)."""
+        self.mean_population = n
 
     def scale_noise(self, factor: float) -> None:
         """Remediation: ``factor``× the noise of every release from the next round on.

@@ -62,6 +62,11 @@ class NoPrivacy:
         """Remediation: multiply the noise multiplier from the next release on (needs a DP mechanism)."""
         raise ValueError("remediation more_noise needs a privacy mechanism (privacy=central or privacy=local)")
 
+    def set_population(self, n: int) -> None:
+        """The users still eligible after an erasure (a public event); only central DP's fixed denominator q·N
+        depends on it (every other mean here is over the users who took part)."""
+        return None
+
     def max_advantage_bound(self) -> float:
         """The largest membership advantage any attack can reach under the accountant (1 = no bound)."""
         return 1.0

@@ -39,7 +39,8 @@ def _next_value(metrics: list[dict[str, Any]], after_round: int, tag: str) -> tu
     return None, None
 
 
-def _remediation(action: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+def _remediation(action: dict[str, Any], metrics: list[dict[str, Any]], in_force: dict[str, int] | None = None) -> str:
+    """``in_force``: summary.json ``mitigation_in_force`` (mitigation -> the round it is in force from)."""
     if action["action"] == "pause":
         return f"none: training stopped and the model of round {action['restored_round']} was kept as the run's result."
     if action.get("then") == "stop":
@@ -71,7 +72,16 @@ def _remediation(action: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             if after is not None
             else "; no later evaluation measured it"
         )
-        return f"`{remedy}`: from then on {what}{measured}; training continued from the restored model."
+        since = (in_force or {}).get(remedy)
+        if since is not None and since <= action["round"]:  # configured, or switched on by an earlier action
+            return (
+                f"`{remedy}`: already in force (from round {since}), so nothing changed: {what}{measured}; training "
+                "continued from the restored model."
+            )
+        return (
+            f"`{remedy}`: switched on — from round {action['round'] + 1} {what}{measured}; training continued from "
+            "the restored model."
+        )
     return f"`{remedy}`: training continued from the restored model."
 
 
@@ -115,7 +125,7 @@ def render_postmortem(
             + (" (the initial model: no earlier round had passed every pause/rollback rule)" if restored == 0 else "")
             + ". The privacy accountant is never rolled back (every release made stays spent) and the private "
             "embeddings stay on the devices.",
-            f"- **Remediation**: {_remediation(action, metrics)}",
+            f"- **Remediation**: {_remediation(action, metrics, summary.get('mitigation_in_force'))}",
             f"- **Cost in utility** (validation HR@{k}): {fmt(breach_row.get(val), 4)} at the breach, "
             f"{_restored_val(metrics, restored, val)} at the restored round, {fmt(final.get(val), 4)} at the end "
             f"(round {final.get('round', '–')}).",

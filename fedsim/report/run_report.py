@@ -229,8 +229,18 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         f"- Catalogue coverage {_f(final.get('items/coverage'), 3)}, Gini of exposure "
         f"{_f(final.get('items/gini'), 3)}, average recommended popularity {_f(final.get('items/arp'), 1)}, "
         f"long-tail share (items outside the 20% most popular) {_f(final.get('items/long_tail_share'), 3)}.",
-        f"- Fairness mitigation: {cfg.get('mitigation', {}).get('name', 'none')}"
-        + (" (see the privacy guarantee's fairness_mitigation entry)." if "fairness_mitigation" in threat else "."),
+        *(  # only when a mitigation was configured or an audit rule could switch one on: else unchanged
+            [
+                "- Fairness mitigation in force: "
+                + (
+                    ", ".join(f"{n} from round {r}" for n, r in (summary.get("mitigation_in_force") or {}).items())
+                    or "none (an audit remediation could have switched one on; none did)"
+                )
+                + " (see the privacy guarantee's fairness_mitigation entry)."
+            ]
+            if "fairness_mitigation" in threat
+            else []
+        ),
         "",
     ]
     lines += [

@@ -118,12 +118,12 @@ class FederatedLoop:
             "round": self.rounds_completed,
             "participations": self.participation.state_dict(),
             "strategy": strategy_state(self.strategy),
-            "mitigation": self.mitigation.state_dict(),
+            **({"mitigation": self.mitigation.state_dict()} if self.mitigation.since else {}),  # absent when off
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.participation = Participation.from_state(state["participations"])
-        self.mitigation.load_state_dict(state.get("mitigation", self.mitigation.state_dict()))
+        self.mitigation.load_state_dict(state.get("mitigation") or self.mitigation.state_dict())
         load_strategy_state(self.strategy, state.get("strategy", {}))
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -184,7 +184,7 @@ class FederatedLoop:
                 if decision.remediation == "more_noise":
                     self.mechanism.scale_noise(2.0)
                 elif decision.remediation in ("exposure_regularizer", "rerank"):  # fedsim/mitigation, from now on
-                    self.mitigation.activate(decision.remediation)
+                    self.mitigation.activate(decision.remediation, server_round + 1)
                 if decision.stop:
                     self.stop_reason = decision.reason
                     break
@@ -361,6 +361,7 @@ class FederatedLoop:
         gone = erased_users(self.rt)
         policy = self.cfg.erasure.policy
         self.sampler.eligible = np.setdiff1d(self.sampler.eligible, gone)
+        self.mechanism.set_population(len(self.sampler.eligible))  # central DP's mean is over q·(those left)
         counts = self.participation.counts
         retrain = policy == "retrain" and bool(np.any(counts[gone[gone < len(counts)]] > 0))  # else nothing to undo
         run_dir = Path(self.device_dir).parent if self.device_dir else None

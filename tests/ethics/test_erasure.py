@@ -5,14 +5,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_config
 
-from fedsim.config import ConfigError
-from fedsim.data.roles import HOLDOUT
+from fedsim.config import ConfigError, PrivacyConfig
+from fedsim.data.roles import HOLDOUT, MALICIOUS
 from fedsim.ethics.attacks import membership_attack
 from fedsim.ethics.erasure import ErasureMonitor, erased_by, erased_users
+from fedsim.privacy.central import CentralDP
 from fedsim.run import run
 from fedsim.runtime import get_runtime
+from fedsim.updates import Aggregate
 
 ERASE = ("federation.rounds=6", "evaluation.every=2", "erasure.share=0.2", "erasure.round=5")
 
@@ -34,6 +37,31 @@ def test_the_erased_users_are_a_seeded_share_of_the_contributing_users():
     assert len(erased_users(get_runtime(tiny_config()))) == 0  # off by default
 
 
+def test_an_attackers_device_never_asks_to_be_forgotten():
+    rt = get_runtime(tiny_config(*ERASE, "attack.poison.fraction=0.3"))
+    malicious = np.flatnonzero(rt.roles == MALICIOUS)
+    assert len(malicious) > 0 and np.isin(malicious, rt.eligible).all()  # they are sampled like anyone else
+    gone = erased_users(rt)
+    benign = np.setdiff1d(rt.eligible, malicious)
+    assert len(gone) == round(0.2 * len(benign)) and not np.isin(gone, malicious).any()
+
+
+def test_central_dp_mean_after_an_erasure_is_over_the_users_left():
+    z, clip, q, population, left = 1.0, 0.5, 1.0, 84, 59
+    total = torch.arange(60, dtype=torch.float64).reshape(12, 5)
+    means = []
+    for erased in (False, True):
+        mechanism = CentralDP(
+            PrivacyConfig(mechanism="central", noise_multiplier=z, clipping_norm=clip), population, q, 5
+        )
+        if erased:
+            mechanism.set_population(left)  # the loop's _erase: 25 of 84 asked to be forgotten
+        mean, _ = mechanism.mean_update(Aggregate(total.clone(), {}, float(left), left), np.random.default_rng(3))
+        means.append(mean["__items__"])
+    # same sums, same noise: only the denominator q·N → q·n moves, by N/n (a mean over the 59 who are left)
+    assert torch.allclose(means[1], means[0] * population / left)
+
+
 def test_continue_deletes_their_device_state_and_never_samples_them_again(tmp_path):
     summary = run(tiny_config(*ERASE, "erasure.policy=continue"), tmp_path / "run")
     rt = get_runtime(tiny_config(*ERASE, "erasure.policy=continue"))
@@ -48,7 +76,9 @@ def test_continue_deletes_their_device_state_and_never_samples_them_again(tmp_pa
     erasure = summary["erasure"]
     assert erasure["before"]["round"] == 4 and erasure["after"]["round"] == 6 and erasure["erased_users"] == len(gone)
     assert erasure["after"]["erased_members"] == len(gone) and summary["rounds_completed"] == 6
-    assert "erasure" in summary["threat_model"]
+    threat = summary["threat_model"]["erasure"]  # what "exact" and the policies do not undo is said (review 10 #9)
+    for kept in ("adaptive clip norm", "participation counts", "per_user/round_", "best-by-validation"):
+        assert kept in threat, kept
     assert "## Right to erasure" in (tmp_path / "run" / "report.md").read_text()
     evaluated = np.loadtxt(tmp_path / "run" / "per_user.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
     assert not np.isin(gone, evaluated).any()  # they left: no metrics of theirs after the request
@@ -77,6 +107,7 @@ def test_none_keeps_the_model_as_it_stood_and_retrain_restarts_it(tmp_path):
     assert none["rounds_completed"] == 4 and "erasure.policy=none" in none["stop_reason"]
     assert none["erasure"]["after"] == none["erasure"]["before"]
     assert "no DP bound" in none["erasure"]["dp_bound"]
+    assert "whole federation stopped" in none["erasure"]["claim"] and "not comparable" in none["erasure"]["claim"]
     retrain = run(tiny_config(*ERASE, "erasure.policy=retrain"), tmp_path / "retrain")
     cont = run(tiny_config(*ERASE, "erasure.policy=continue"), tmp_path / "continue")
     assert retrain["rounds_completed"] == 6 and "4 rounds of training discarded" in retrain["erasure"]["cost"]
@@ -134,7 +165,10 @@ def test_erasure_under_dp_prints_the_bound_spent_while_their_data_was_used(tmp_p
         (["erasure.share=1.5"], "erasure.share"),
         (["erasure.policy=forget"], "erasure.policy"),
         (["erasure.share=0.1", "erasure.round=3", "mode=centralized"], "mode=federated"),
-        (["erasure.share=0.1", "erasure.round=3", "privacy=record"], "privacy=record"),  # no user-level bound
+        (
+            ["erasure.share=0.1", "erasure.round=3", "privacy=record", "privacy.noise_multiplier=1"],
+            "privacy=record",
+        ),  # no user-level bound
         (["erasure.share=0.1", "erasure.round=3", "attack.membership=false"], "attack.membership"),  # NaN AUCs
         (["erasure.share=0.1", "erasure.round=3", "attack.holdout_share=0"], "attack.holdout_share"),
         (

@@ -49,6 +49,25 @@ def test_reranked_top_k_raises_the_long_tail_share():
     assert float(np.mean(tail[plain.numpy()])) == 0.0 and float(np.mean(tail[reranked.numpy()])) == 0.25
 
 
+def test_sampled_candidates_are_reranked_only_within_the_top_n_pool_by_hand():
+    # 5 negatives (items 0-4, scored 9 8 7 1 0) and the held-out item 5 last; items 3-5 are long tail and both users'
+    # histories are all tail. Pool N = 3 of the C = 6 candidates, as the full ranking restricts to its top-N.
+    # User 0's held-out item scores 5: three negatives beat it (plain rank 3 >= N), so it is outside the pool — a miss
+    # (rank k = 2), although re-ranking all six would put this only tail item of score > 1 first.
+    # User 1's scores 7.5: plain rank 2 < N, the pool is {0, 1, held-out}, the held-out item is its only tail item and
+    # λ = .9 puts it first (rank 0).
+    tail = np.array([False, False, False, True, True, True])
+    scores = torch.tensor([[9.0, 8.0, 7.0, 1.0, 0.0, 5.0], [9.0, 8.0, 7.0, 1.0, 0.0, 7.5]])
+    candidates = torch.tensor([[0, 1, 2, 3, 4, 5]] * 2)
+    users = np.array([0, 1])
+    reranker = Reranker(tail, {0: 1.0, 1: 1.0}, k=2, pool=3, weight=0.9)
+    base = torch.tensor([3, 2])
+    assert reranker.rank_in_sampled_pool(scores, candidates, base, users).tolist() == [2, 0]
+    assert reranker.rank_of_last(scores, candidates, users).tolist() == [0, 0]  # all C re-ranked: user 0 a hit
+    wide = Reranker(tail, {0: 1.0, 1: 1.0}, k=2, pool=6, weight=0.9)  # N >= C: every candidate is in the pool
+    assert wide.rank_in_sampled_pool(scores, candidates, base, users).tolist() == [0, 0]
+
+
 def test_rerank_with_zero_weight_reproduces_the_plain_evaluation():
     """The re-ranked evaluation path (candidate lists, pool, held-out item last) gives exactly the plain metrics
     when λ = 0 — the plumbing itself changes nothing."""
@@ -127,7 +146,13 @@ def test_off_is_bit_identical_and_each_mitigation_changes_the_lists(tmp_path):
         on = run(tiny_config(f"mitigation={name}"), tmp_path / name)
         assert on["final"]["items/long_tail_share"] > base["final"]["items/long_tail_share"], name
         assert name in on["threat_model"]["fairness_mitigation"]
-    assert "fairness_mitigation" not in base["threat_model"]
+        assert on["mitigation_in_force"] == {name: 1}
+        assert ("re-ranked on device" in on["protocol"]["short"]) == (name == "rerank")  # the metrics' protocol
+        assert f"Fairness mitigation in force: {name} from round 1" in (tmp_path / name / "report.md").read_text()
+    assert "fairness_mitigation" not in base["threat_model"] and "mitigation_in_force" not in base
+    assert "re-ranked" not in base["protocol"]["short"]
+    assert "Fairness mitigation" not in (tmp_path / "base" / "report.md").read_text()  # off: report as before
+    assert "mitigation" not in json.loads((tmp_path / "base" / "loop_state.json").read_text())
 
 
 # the default rule utility_vs_itempop, turned into a long-tail gate that rolls back
@@ -144,14 +169,22 @@ def test_the_audit_can_switch_on_a_mitigation_as_remediation(tmp_path):
     summary = run(cfg, tmp_path / "run")
     actions = json.loads((tmp_path / "run" / "audit.json").read_text())["actions"]
     assert any(a["action"] == "rollback" and a["remediation"] == "rerank" for a in actions)
-    assert json.loads((tmp_path / "run" / "loop_state.json").read_text())["mitigation"] == ["rerank"]
-    assert "rerank" in summary["threat_model"]["fairness_mitigation"]
     first = next(a for a in actions if a["action"] == "rollback")
+    switched = first["round"] + 1  # in force from the round after the rollback that switched it on
+    assert json.loads((tmp_path / "run" / "loop_state.json").read_text())["mitigation"] == {"rerank": switched}
+    assert summary["mitigation_in_force"] == {"rerank": switched}
+    assert "rerank" in summary["threat_model"]["fairness_mitigation"]
+    # the HR/NDCG/Recall of the later rounds are on re-ranked lists: the protocol says so, and from when
+    assert "re-ranked on device (calibrated popularity, λ=0.9, top-100" in summary["protocol"]["short"]
+    assert summary["protocol"]["short"].endswith(f"from round {switched}")
+    assert f"Fairness mitigation in force: rerank from round {switched}" in (tmp_path / "run" / "report.md").read_text()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     before = next(r for r in rows if r["round"] == first["round"])["items/long_tail_share"]
     after = next(r for r in rows if r["round"] > first["round"] and "items/long_tail_share" in r)
     text = (tmp_path / "run" / "postmortem.md").read_text()
-    assert "`rerank`: from then on every device re-ranks its top-K" in text
+    assert f"`rerank`: switched on — from round {switched} every device re-ranks its top-K" in text
+    later = [a for a in actions if a["action"] == "rollback" and a["round"] > first["round"]]
+    assert text.count("already in force (from round") == len(later)  # a second rollback changes nothing
     assert f"went from {before:.3f} to {after['items/long_tail_share']:.3f} (round {after['round']})" in text
 
 
