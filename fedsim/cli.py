@@ -394,5 +394,6 @@ def world_main(argv: Sequence[str] | None = None) -> None:
         _fail(error)
     print(f"fedsim-world: saved {rt.data.source}: {rt.data.n_users} users, {len(rt.shards)} partitions, to {folder}")
 
+
 if __name__ == "__main__":
     main()

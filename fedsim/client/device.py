@@ -104,9 +104,7 @@ def train_shard(
     clip = float(config["clipping-norm"]) if "clipping-norm" in config else None
     upload = per_user_upload(rt, result, weights, users, server_round, clip)  # strategy.robust / secagg: per user
     if upload is None:
-        item_sum, dense_sum = result.weighted_sum(
-            weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes
-        )
+        item_sum, dense_sum = result.weighted_sum(weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes)
         noise_upload_(item_sum, dense_sum, len(users), config, rng)
         upload = {"__items__": item_sum.numpy()}
         upload.update({k: v.numpy() for k, v in dense_sum.items()})
