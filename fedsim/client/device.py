@@ -21,6 +21,7 @@ from fedsim.ethics.risk import attack_uploads, membership_candidates, membership
 from fedsim.metrics.evaluate import UserMetrics, evaluate_scores
 from fedsim.mitigation.rerank import build_reranker
 from fedsim.personalization import build_personalization
+from fedsim.personalization.base import fit_embeddings
 from fedsim.privacy.device import noise_upload_, privatize_users_, uploads_training_metrics, user_weights
 from fedsim.privacy.randomness import dp_rng
 from fedsim.runtime import Runtime
@@ -176,10 +177,4 @@ def fit_local_only(
     hosts no such user.
     """
     rows = np.flatnonzero(np.isin(users, rt.local_only))
-    if len(rows) == 0:
-        return None
-    samples = [rt.samples(int(u), server_round, mitigate=False) for u in users[rows]]
-    fitted = train_users(rt.model, shared, private[rows], samples, rt.training_params(train_shared=False))
-    out = np.array(private, copy=True)
-    out[rows] = fitted.private.numpy()
-    return out
+    return fit_embeddings(rt, users, private, shared, server_round, rows) if len(rows) else None

@@ -21,6 +21,7 @@ from fedsim.config import PersonalizationConfig
 from fedsim.data.roles import HOLDOUT
 from fedsim.metrics.evaluate import evaluate_scores
 from fedsim.runtime import Runtime
+from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
 
 # What every evaluation reply carries besides the shared update (so each describe() names all that is released)
@@ -28,6 +29,26 @@ MEASUREMENT_RELEASE = (
     "; plus measurement replies, outside ε: per measured user its hits and top-K list of the ranking it is served"
 )
 SHARED_HIT_RELEASE = " and the shared model's test hit (lift/*)"
+
+
+def fit_embeddings(
+    rt: Runtime,
+    users: np.ndarray,
+    start: np.ndarray,
+    shared: dict[str, np.ndarray],
+    server_round: int,
+    rows: np.ndarray,
+    epochs: int | None = None,
+) -> np.ndarray:
+    """A copy of ``start`` (the embeddings of ``users``) whose ``rows`` are fitted on their own users' data with the
+    shared model frozen (``epochs`` local epochs; default ``client.epochs``). The one device-side fit of an embedding
+    alone: PFedRec's score step, FedRecon's reconstruction, and users who declined contributing all use it."""
+    out = np.array(start, copy=True)
+    if len(rows):
+        samples = [rt.samples(int(u), server_round, epochs=epochs, mitigate=False) for u in users[rows]]
+        fitted = train_users(rt.model, shared, start[rows], samples, rt.training_params(train_shared=False))
+        out[rows] = fitted.private.numpy()
+    return out
 
 
 class Personalization:

@@ -45,10 +45,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.personalization.base import MEASUREMENT_RELEASE, SHARED_HIT_RELEASE, Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, SHARED_HIT_RELEASE, Personalization, fit_embeddings
 from fedsim.personalization.offsets import as_offsets, offsets_of, score_with_offsets
 from fedsim.runtime import Runtime
-from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
 
 
@@ -63,15 +62,10 @@ class Dual(Personalization):
         self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
     ) -> np.ndarray:
         """Step 1: fit the score function to the received item table, which stays frozen."""
-        has_data = np.flatnonzero(rt.split.n_train()[users] > 0)
-        if self.cfg.score_epochs == 0 or len(has_data) == 0:
+        if self.cfg.score_epochs == 0:
             return private
-        epochs = self.cfg.score_epochs
-        samples = [rt.samples(int(u), server_round, epochs=epochs, mitigate=False) for u in users[has_data]]
-        fitted = train_users(rt.model, shared, private[has_data], samples, rt.training_params(train_shared=False))
-        out = np.array(private, copy=True)
-        out[has_data] = fitted.private.numpy()
-        return out
+        has_data = np.flatnonzero(rt.split.n_train()[users] > 0)
+        return fit_embeddings(rt, users, private, shared, server_round, has_data, self.cfg.score_epochs)
 
     def after_training(
         self,

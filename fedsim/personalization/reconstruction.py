@@ -18,9 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.personalization.base import MEASUREMENT_RELEASE, Personalization
+from fedsim.personalization.base import MEASUREMENT_RELEASE, Personalization, fit_embeddings
 from fedsim.runtime import Runtime
-from fedsim.training.local import train_users
 
 
 class Reconstruction(Personalization):
@@ -34,13 +33,7 @@ class Reconstruction(Personalization):
         """Fit each user's embedding from its seeded, data-independent start with the shared model frozen."""
         start = rt.model.init_private(users, rt.cfg.seed)
         has_data = np.flatnonzero(rt.split.n_train()[users] > 0)
-        if len(has_data) == 0:
-            return start
-        epochs = self.cfg.reconstruction_epochs
-        samples = [rt.samples(int(u), server_round, epochs=epochs, mitigate=False) for u in users[has_data]]
-        fitted = train_users(rt.model, shared, start[has_data], samples, rt.training_params(train_shared=False))
-        start[has_data] = fitted.private.numpy()
-        return start
+        return fit_embeddings(rt, users, start, shared, server_round, has_data, self.cfg.reconstruction_epochs)
 
     def train_start(
         self, rt: Runtime, users: np.ndarray, private: np.ndarray, shared: dict[str, np.ndarray], server_round: int
