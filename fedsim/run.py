@@ -57,24 +57,20 @@ def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     # the Ray workers memory-map the arrays built here rather than each building the population again (issue 7)
     world = export_world(rt, Path(run_dir) / WORLD_DIR)
     try:
-        _federate(cfg, run_dir, outcome, str(world), rt.n_nodes)
+        run_federation(
+            make_server_app(cfg, run_dir, outcome),
+            make_client_app(cfg, str(world)),
+            rt.n_nodes,
+            cfg.federation.num_cpus_per_node,
+            cfg.federation.max_concurrent_nodes,
+            cfg.verbose,
+            cfg.federation.ray_address,
+        )
     finally:
         shutil.rmtree(world, ignore_errors=True)
     if "summary" not in outcome:
         raise RuntimeError("the federation ended without a summary (rerun with verbose=true to see why)")
     return outcome["summary"]
-
-
-def _federate(cfg: FedsimConfig, run_dir: str | Path, outcome: dict[str, Any], world: str, n_nodes: int) -> None:
-    run_federation(
-        make_server_app(cfg, run_dir, outcome),
-        make_client_app(cfg, world),
-        n_nodes,
-        cfg.federation.num_cpus_per_node,
-        cfg.federation.max_concurrent_nodes,
-        cfg.verbose,
-        cfg.federation.ray_address,
-    )
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -77,6 +77,17 @@ def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _store_rows(
+    context: Context, key: str, field: str, values: np.ndarray, rows: np.ndarray, new: np.ndarray
+) -> np.ndarray:
+    """Store ``values`` with ``rows`` replaced by ``new`` under ``key`` in the node's state, and return it (a copy:
+    arrays read from ``context.state`` are views of its records)."""
+    out = values.copy()
+    out[rows] = new
+    context.state[key] = to_record({field: out})
+    return out
+
+
 def _erase_devices(context: Context, rt: Runtime, partition: int, users: np.ndarray, reset_all: bool) -> None:
     """The right to erasure on the node: the erased users' rows of every state it keeps go back to a fresh install's
     (the seeded initialisation, which holds nothing of their data); ``reset_all`` (policy retrain) does so for every
@@ -88,15 +99,12 @@ def _erase_devices(context: Context, rt: Runtime, partition: int, users: np.ndar
         return
     rows = _rows_of(rt, partition, users)
     shard = rt.shards[partition]
-    embeddings = _private_embeddings(context, rt, partition).copy()
-    embeddings[rows] = rt.model.init_private(shard, rt.cfg.seed)[rows]
-    context.state[STATE_KEY] = to_record({"user-embedding": embeddings})
+    fresh = rt.model.init_private(shard, rt.cfg.seed)[rows]
+    _store_rows(context, STATE_KEY, "user-embedding", _private_embeddings(context, rt, partition), rows, fresh)
     personal = _personal_state(context, rt, partition)
     initial = build_personalization(rt.cfg.personalization).init_state(rt, shard) if personal is not None else None
     if personal is not None and initial is not None:
-        personal = personal.copy()
-        personal[rows] = initial[rows]
-        context.state[PERSONAL_KEY] = to_record({"personal": personal})
+        _store_rows(context, PERSONAL_KEY, "personal", personal, rows, initial[rows])
 
 
 def _scrub_stored(path: Path, rt: Runtime, users: np.ndarray) -> None:
@@ -156,15 +164,10 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     upload, metrics, new_private, _ = train_shard(
         rt, users, all_private[rows], shared, int(config["server-round"]), config, personal
     )
-    if all_personal is not None:  # updated in place by the method; it stays on the node
-        all_personal = all_personal.copy()
-        all_personal[rows] = personal
-        context.state[PERSONAL_KEY] = to_record({"personal": all_personal})
-    if not keeps:
-        return Message(RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)}), reply_to=msg)
-    all_private = all_private.copy()
-    all_private[rows] = new_private
-    context.state[STATE_KEY] = to_record({"user-embedding": all_private})
+    if all_personal is not None and personal is not None:  # updated in place by the method; stays on the node
+        _store_rows(context, PERSONAL_KEY, "personal", all_personal, rows, personal)
+    if keeps:
+        _store_rows(context, STATE_KEY, "user-embedding", all_private, rows, new_private)
     content = RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)})
     return Message(content, reply_to=msg)
 
