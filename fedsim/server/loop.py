@@ -22,6 +22,7 @@ rollback restores the first two; the accountant is never rolled back (a release 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import load_strategy_state, strategy_state, sync_current_model
 from fedsim.simulation import STOP_REQUESTED
 from fedsim.tracking.console import say
+
+_EVALUATION_FIELDS = frozenset({"user-ids", "top-k", *PER_USER_METRICS})  # an evaluate reply's own fields
 
 
 class FederationError(RuntimeError):
@@ -335,9 +338,10 @@ class FederatedLoop:
             for node in self.partition_of_node
         ]
         parts: list[UserMetrics] = []
-        extras: dict[str, list[float]] = {"mia-users": [], "mia-loss": [], "cold-users": [], "cold-test-hr": []}
-        extras.update({"shared-users": [], "shared-test-hr": []})  # the shared model's hits (fedsim/personalization)
-        extras.update({"target-users": [], "target-rank": []})  # the poisoning target's rank (fedsim/security)
+        # everything else a node reports is a family of per-user extras, "<family>-users" and its values: membership
+        # losses (mia-), cold-start hits (cold-), the shared model's hits (shared-), the poisoning target's rank
+        # (target-) — collected whatever the family, so a measurement adds keys on the device side only
+        extras: dict[str, list[float]] = defaultdict(list)
         replies, failed = self._send(grid, messages, tolerate=not self.cfg.federation.fail_fast)
         for reply in replies:
             record = metrics_of(reply)
@@ -345,12 +349,13 @@ class FederatedLoop:
             values = {m: np.asarray(record[m], dtype=np.float64) for m in PER_USER_METRICS}
             top_k = np.asarray(record["top-k"], dtype=np.int64).reshape(len(users), -1 if len(users) else 0)
             parts.append(UserMetrics(users, values, top_k))
-            for key in extras:
-                extras[key].extend(record.get(key, []))
-        device_extras = {  # per-user values: membership losses, cold-start hits (fedsim/personalization)
+            for key, per_user in record.items():
+                if key not in _EVALUATION_FIELDS:
+                    extras[key].extend(per_user)
+        device_extras = {
             key: np.asarray(values, dtype=np.int64 if key.endswith("-users") else np.float64)
             for key, values in extras.items()
-            if extras[key.split("-")[0] + "-users"]
+            if extras.get(key.split("-")[0] + "-users")
         }
         return UserMetrics.concat(parts), device_extras, len(failed)
 
