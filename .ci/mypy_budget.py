@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-BUDGET = 42  # mypy 1.x/2.x on fedsim/ at the last recount; lower it when errors are fixed, never raise it
+BUDGET = 41  # mypy 1.x/2.x on fedsim/ at the last recount; lower it when errors are fixed, never raise it
 
 result = subprocess.run([sys.executable, "-m", "mypy", "fedsim"], capture_output=True, text=True)
 match = re.search(r"Found (\d+) errors?", result.stdout)

@@ -34,19 +34,9 @@ from fedsim.runtime import Runtime
 from fedsim.security.robust import unstack
 from fedsim.security.secagg import capacity, dequantize_sum, sum_itemset_attack
 from fedsim.security.uploads import PER_USER, SECAGG_SUM, USER_IDS, unseal_metrics
-from fedsim.server.aggregation import empty_aggregate, sum_uploads
+from fedsim.server.aggregation import Upload, aggregate_of, empty_aggregate, sum_uploads, summed_metrics
 from fedsim.tracking.console import say
 from fedsim.updates import Aggregate
-
-Upload = tuple[int, dict[str, np.ndarray], dict[str, float]]
-
-
-def _summed_metrics(uploads: list[Upload]) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for _, _, values in sorted(uploads, key=lambda u: u[0]):
-        for key, value in values.items():
-            metrics[key] = metrics.get(key, 0.0) + float(value)
-    return metrics
 
 
 class UploadCombiner:
@@ -78,12 +68,10 @@ class UploadCombiner:
     def _aggregate(self, vector: np.ndarray, scale: float, metrics: dict[str, float]) -> Aggregate:
         model = self.rt.model
         items, dense = unstack(vector * scale, self.rt.split.n_items, model.item_width, model.dense_shapes)
-        return Aggregate(
-            item_sum=torch.as_tensor(items, dtype=torch.float64),
-            dense_sum={k: torch.as_tensor(v, dtype=torch.float64) for k, v in dense.items()},
-            total_weight=metrics.get("num-examples", 0.0),
-            n_users=int(metrics.get("num-users", 0)),
-            metrics=metrics,
+        return aggregate_of(
+            torch.as_tensor(items, dtype=torch.float64),
+            {k: torch.as_tensor(v, dtype=torch.float64) for k, v in dense.items()},
+            metrics,
         )
 
     def _robust(self, uploads: list[Upload], server_round: int = 0) -> tuple[Aggregate, dict[str, float]]:
@@ -91,7 +79,7 @@ class UploadCombiner:
         ordered = sorted(uploads, key=lambda u: u[0])
         updates = np.concatenate([arrays[PER_USER] for _, arrays, _ in ordered])
         ids = np.concatenate([arrays[USER_IDS] for _, arrays, _ in ordered])
-        metrics = _summed_metrics(uploads)
+        metrics = summed_metrics(uploads)
         if len(ids) == 0:
             return empty_aggregate(self.rt.model), {}
         assert self.rule is not None
@@ -122,7 +110,7 @@ class UploadCombiner:
         self, uploads: list[Upload], server_round: int, users: np.ndarray
     ) -> tuple[Aggregate, dict[str, float]]:
         started = time.perf_counter()
-        metrics = _summed_metrics(uploads)  # only num-users and num-examples travel outside the masked vectors
+        metrics = summed_metrics(uploads)  # only num-users and num-examples travel outside the masked vectors
         n = int(metrics.get("num-users", 0))
         if n < self.cfg.secagg.min_users:  # SecAgg+ cannot unmask: the round teaches the server nothing
             return empty_aggregate(self.rt.model), {"secagg/aborted": 1.0, "secagg/users": float(n)}
