@@ -39,6 +39,7 @@ class Decision:
 
     stop: bool = False
     reason: str = ""
+    stop_reason: str = "callback"  # summary.json's code for the stop (fedsim.tracking.recorder): "audit", ...
     restore: dict[str, Any] | None = None  # {"shared": model arrays, "strategy": the strategy's state}
     restored_round: int | None = None
     remediation: str = "none"

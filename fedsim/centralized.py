@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from fedsim.callbacks import Callback, RoundReport
+from fedsim.callbacks import Callback, Decision, RoundReport
 from fedsim.data.negatives import draw_user_samples
 from fedsim.metrics.evaluate import evaluate_scores, metric_tags
 from fedsim.runtime import Runtime
@@ -29,7 +29,7 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
     optimizer = torch.optim.Adam(parameters, lr=c.lr) if c.optimizer == "adam" else torch.optim.SGD(parameters, lr=c.lr)
     trainable = np.flatnonzero(split.n_train() > 0)
     evaluated = split.evaluated_users
-    rounds_done, stop_reason = 0, ""
+    rounds_done, stop_reason, stop_detail = 0, "", ""
     for epoch in range(1, cfg.federation.rounds + 1):
         started = time.perf_counter()
         samples = [draw_user_samples(split, int(u), epoch, cfg.seed, c.negatives, 1, cfg.model.loss) for u in trainable]
@@ -68,13 +68,16 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
             evaluation = evaluate_scores(scores, evaluated, split, cfg.evaluation.k)
             metrics.update(metric_tags(evaluation.mean(), cfg.evaluation.k))
         rounds_done = epoch
-        reason = callbacks.on_round_end(RoundReport(epoch, metrics, evaluation, state))
-        if reason:
-            stop_reason = reason
+        decision = callbacks.on_round_end(RoundReport(epoch, metrics, evaluation, state))
+        if decision:
+            stop_reason, stop_detail = (
+                (decision.stop_reason, decision.reason) if isinstance(decision, Decision) else ("callback", decision)
+            )
             break
     return {
         "rounds_completed": rounds_done,
         "stop_reason": stop_reason,
+        "stop_detail": stop_detail,
         "shared": {k: v.detach().numpy().copy() for k, v in shared.items()},
         "user_embeddings": private.detach().numpy().copy(),  # pooled training: the server holds them (explain)
     }

@@ -216,7 +216,7 @@ def check_resume(config: FedsimConfig) -> None:
     is loaded (:func:`fedsim.run.run` reads it again with the privacy state, before Ray starts). It also stops a
     centralized run given ``resume_from``, which would otherwise ignore it and silently start from scratch."""
     if config.resume_from:
-        from fedsim.session import load_resume  # heavy imports (torch), only for a resume
+        from fedsim.resume import load_resume  # heavy imports (torch), only for a resume
 
         load_resume(config)
 
@@ -349,7 +349,7 @@ def run_job(cfg: DictConfig) -> float | None:
     print_summary(summary)
     if str(summary.get("stop_reason", "")).startswith("interrupted"):
         print(
-            f"fedsim: {summary['stop_reason']} — continue with: fedsim resume_from={summary.get('run_dir')} "
+            f"fedsim: {summary['stop_detail']} — continue with: fedsim resume_from={summary.get('run_dir')} "
             "(and the same overrides)",
             file=sys.stderr,
         )

@@ -18,9 +18,10 @@ from fedsim.client.app import make_client_app
 from fedsim.config import FedsimConfig
 from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.resume import load_resume
 from fedsim.runtime import export_world, get_runtime
 from fedsim.server.app import make_server_app, serve
-from fedsim.session import Session, load_resume
+from fedsim.session import Session
 from fedsim.simulation import InProcessGrid, quiet_flower, run_federation, stop_on_interrupt
 from fedsim.tracking.progress import format_summary
 
@@ -40,7 +41,11 @@ def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     if cfg.mode != "federated":
         session = Session(rt, run_dir, NoPrivacy(), rt.model.init_shared(cfg.seed))
         session.begin()
-        result = train_centralized(rt, session.callbacks)
+        try:
+            result = train_centralized(rt, session.callbacks)
+        except BaseException as error:  # summary.json says the run did not finish, and why
+            session.abort(len(session.recorder.history), error)
+            raise
         np.savez(
             Path(run_dir) / "user_embeddings.npz",
             users=np.arange(rt.split.n_users),
@@ -49,7 +54,7 @@ def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
         return session.finish(result, result.pop("shared", None))
     if cfg.resume_from:
         # refuse a bad resume here, before Ray starts (an error inside the ServerApp would only be logged)
-        load_resume(cfg, build_mechanism(cfg, rt.population))
+        load_resume(cfg, build_mechanism(cfg, rt.population), rt)
     if cfg.federation.backend == "inprocess":
         grid = cast(Grid, InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))  # duck-typed Grid
         return serve(grid, cfg, run_dir)

@@ -15,8 +15,18 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, CallbackList
-from fedsim.checkpoint import latest, load_npz, publish, round_dir, save_json, save_npz
-from fedsim.config import ConfigError, FedsimConfig, as_dict
+from fedsim.checkpoint import (
+    files_below,
+    flatten_state,
+    one_line,
+    publish,
+    round_dir,
+    save_json,
+    save_npz,
+    unflatten_state,
+    write_manifest,
+)
+from fedsim.config import FedsimConfig, as_dict
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
@@ -35,6 +45,7 @@ from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.privacy.randomness import SECURE_RELEASE, SEEDED_RELEASE
 from fedsim.report.postmortem import incidents, write_postmortem
 from fedsim.report.run_report import render
+from fedsim.resume import resume_settings
 from fedsim.runtime import Runtime
 from fedsim.security.describe import security_description, security_monitors, security_threat_model
 from fedsim.tracking.progress import ProgressBar
@@ -227,15 +238,23 @@ class Session:
         final_model: dict[str, np.ndarray] | None,
         loop_state: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write the model and the state needed to resume, the summary and the report; return the summary."""
+        """Write the model and the state needed to resume (with its manifest), the summary and the report; return the
+        summary. The run is ``finished`` only when it completed every planned round (epoch) without a stop reason."""
         run_dir = self.run_dir
+        rounds = outcome.get("rounds_completed", 0)
         if final_model is not None:
-            self.save_state(run_dir, final_model, loop_state)
+            written = self.save_state(run_dir, final_model, loop_state)
+            devices = [f"devices/{p.name}" for p in sorted((run_dir / "devices").glob("partition_*.npz"))]
+            write_manifest(run_dir, written + devices, rounds, resume_settings(self.cfg))
+        stop_reason = outcome.get("stop_reason", "")
+        finished = not stop_reason and rounds >= self.cfg.federation.rounds
         audit = self.audit
         summary = self.recorder.summary(
             {
-                "stop_reason": outcome.get("stop_reason", ""),
-                "rounds_completed": outcome.get("rounds_completed", 0),
+                "finished": finished,
+                "stop_reason": stop_reason or ("" if finished else "incomplete"),
+                "stop_detail": outcome.get("stop_detail", ""),
+                "rounds_completed": rounds,
                 "fairness": {
                     g: {m: {grp: vars(st) for grp, st in t.items()} for m, t in ms.items()}
                     for g, ms in self.monitor.latest_tables.items()
@@ -256,16 +275,21 @@ class Session:
             write_postmortem(run_dir)
         return summary
 
-    def save_state(self, folder: Path, shared: dict[str, np.ndarray], loop_state: dict[str, Any] | None = None) -> None:
-        """Everything a resumed run needs, each file atomically: model, accountant, strategy, loop, callbacks."""
+    def save_state(
+        self, folder: Path, shared: dict[str, np.ndarray], loop_state: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Everything a resumed run needs, each file atomically: model, accountant, strategy, loop, callbacks.
+        Returns the names of the files written."""
         folder.mkdir(parents=True, exist_ok=True)
         save_npz(folder / "model.npz", shared)
         if not self.federated:
-            return
+            return ["model.npz"]
         save_json(folder / "privacy_state.json", self.mechanism.state_dict())
+        written = ["model.npz", "privacy_state.json", "callbacks.json"]
         if loop_state is not None:
             save_npz(folder / "strategy_state.npz", flatten_state(loop_state["strategy"]))
             save_json(folder / "loop_state.json", {k: v for k, v in loop_state.items() if k != "strategy"})
+            written += ["strategy_state.npz", "loop_state.json"]
         callbacks: dict[str, Any] = {"utility": self.utility.state_dict()}
         if self.audit is not None:
             audit = self.audit.state_dict()
@@ -273,18 +297,34 @@ class Session:
             arrays.update({f"strategy/{k}": v for k, v in flatten_state(audit.pop("checkpoint_strategy")).items()})
             save_npz(folder / "audit_model.npz", arrays)
             callbacks["audit"] = audit
+            written.append("audit_model.npz")
         save_json(folder / "callbacks.json", callbacks)
+        return written
 
     def checkpoint(self, server_round: int, shared: dict[str, np.ndarray], loop_state: dict[str, Any]) -> None:
-        """Write round ``server_round``'s state into its checkpoint folder and publish it (the devices have already
-        stored their embeddings in its ``devices/``)."""
-        self.save_state(round_dir(self.run_dir, server_round), shared, loop_state)
+        """Write round ``server_round``'s state into its checkpoint folder, then its manifest (sha256 of every file,
+        the devices' embeddings the nodes stored in its ``devices/`` included), then publish it."""
+        folder = round_dir(self.run_dir, server_round)
+        self.save_state(folder, shared, loop_state)
+        write_manifest(folder, files_below(folder), server_round, resume_settings(self.cfg))
         publish(self.run_dir, server_round)
+
+    def abort(self, rounds_completed: int, error: BaseException) -> None:
+        """The run ends on an error (or a second Ctrl-C) instead of through :meth:`finish`: summary.json says it did
+        not finish, and why; its files up to the last checkpoint stay as they are."""
+        stop_reason = "interrupted" if isinstance(error, KeyboardInterrupt) else getattr(error, "stop_reason", "error")
+        extra = {
+            "finished": False,
+            "stop_reason": stop_reason,
+            "stop_detail": f"{type(error).__name__}: {one_line(error)}",
+            "rounds_completed": rounds_completed,
+        }
+        self.recorder.on_run_end(self.recorder.summary(extra))
 
     def restore(self, resume: dict[str, Any]) -> None:
         """Give the callbacks their state from the checkpoint a run resumes from."""
-        if resume.get("warning"):  # said once, on the console and in summary.json / report.md
-            self.utility.warn(resume["warning"])
+        for warning in resume.get("warnings", []):  # said once, on the console and in summary.json / report.md
+            self.utility.warn(warning)
         callbacks = resume.get("callbacks", {})
         if "utility" in callbacks:
             self.utility.load_state_dict(callbacks["utility"])
@@ -310,98 +350,3 @@ class Session:
             format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
             for u in picks
         ]
-
-
-RESUME_MUST_MATCH = (
-    "seed",
-    "dataset",
-    "model",
-    "privacy.mechanism",
-    "privacy.delta",
-    "privacy.clipping",
-    "privacy.accountant",
-    "privacy.target_epsilon",
-    "federation.users_per_node",
-    "federation.participation",
-    "federation.sampling",
-    "strategy",
-    "attack",
-    "consent",
-)
-
-
-def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None) -> dict[str, Any]:
-    """What the run in ``resume_from`` left to continue from — its latest checkpoint (an interrupted run) or its final
-    state (a finished one): rounds done, shared model, loop, strategy and callback state.
-
-    Loads its privacy state into ``mechanism`` when given. Devices reload their own private embeddings from the same
-    place (:func:`fedsim.checkpoint.device_dir`). Raises :class:`ConfigError` (one line) when it cannot resume.
-    """
-    old = Path(cfg.resume_from or "")
-    if cfg.mode != "federated":
-        raise ConfigError("resume_from continues a federated run; mode=centralized cannot resume")
-    found = latest(old)
-    source = found[1] if found else old
-    needed = ("model.npz", "privacy_state.json")
-    if not (old / "summary.json").is_file() or not all((source / name).is_file() for name in needed):
-        raise ConfigError(
-            f"resume_from={old}: not a fedsim federated run with a checkpoint (needs summary.json and a "
-            "checkpoint/ or a finished run's model.npz and privacy_state.json)"
-        )
-    summary = json.loads((old / "summary.json").read_text())
-    previous, current = summary["config"], as_dict(cfg)
-    for dotted in RESUME_MUST_MATCH:
-        a, b = previous, current
-        for part in dotted.split("."):
-            a, b = a.get(part), b.get(part)
-        if a != b:
-            raise ConfigError(f"resume_from: {dotted} differs from the earlier run ({a!r} there, {b!r} here)")
-    erased_share = float((previous.get("erasure") or {}).get("share", 0.0))
-    if erased_share > 0:  # its devices and sampler forgot users; a resume (with any erasure.*) would bring them back
-        raise ConfigError(
-            f"resume_from: the earlier run had erasure.share={erased_share:g} (users asked to be forgotten); "
-            "resuming it is refused: start a fresh run"
-        )
-    done = found[0] if found else int(summary["rounds_completed"])
-    if done >= cfg.federation.rounds:
-        raise ConfigError(
-            f"resume_from: the earlier run already completed {done} rounds; set federation.rounds above {done}"
-        )
-    if mechanism is not None:
-        mechanism.load_state_dict(json.loads((source / "privacy_state.json").read_text()))
-        warning = mechanism.continue_for(cfg.federation.rounds, done)
-    resume: dict[str, Any] = {"done": done, "shared": load_npz(source / "model.npz")}
-    if mechanism is not None and warning:
-        resume["warning"] = warning
-    if (source / "loop_state.json").is_file() and (source / "strategy_state.npz").is_file():
-        strategy = unflatten_state(load_npz(source / "strategy_state.npz"))
-        resume["loop_state"] = {**json.loads((source / "loop_state.json").read_text()), "strategy": strategy}
-    if (source / "callbacks.json").is_file():
-        resume["callbacks"] = json.loads((source / "callbacks.json").read_text())
-        if (source / "audit_model.npz").is_file():
-            resume["audit_arrays"] = load_npz(source / "audit_model.npz")
-    return resume
-
-
-def flatten_state(state: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``strategy_state`` as flat arrays for an ``.npz`` file (``momentum_vector`` is a list, moments are dicts)."""
-    flat: dict[str, np.ndarray] = {}
-    for name, value in state.items():
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, array in items:
-            flat[f"{name}/{'list' if not isinstance(value, dict) else 'dict'}/{key}"] = np.asarray(array)
-    return flat
-
-
-def unflatten_state(flat: dict[str, np.ndarray]) -> dict[str, Any]:
-    state: dict[str, Any] = {}
-    for key, array in flat.items():
-        name, kind, index = key.split("/", 2)
-        if kind == "list":
-            state.setdefault(name, {})[int(index)] = array
-        else:
-            state.setdefault(name, {})[index] = array
-    for key in list(state):
-        if key == "momentum_vector":
-            state[key] = [state[key][i] for i in sorted(state[key])]
-    return state

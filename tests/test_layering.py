@@ -14,7 +14,7 @@ LAYERS = [
     {"training", "metrics", "privacy", "records", "callbacks", "mitigation"},
     {"runtime"},
     {"ethics", "tracking", "report", "centralized", "personalization", "security"},
-    {"session"},
+    {"session", "resume"},
     {"client", "server"},
     {"run", "cli"},
     {"flower_apps"},

@@ -24,7 +24,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 
 from fedsim import mitigation
-from fedsim.checkpoint import device_dir, save_npz
+from fedsim.checkpoint import load_npz, save_npz
 from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
 from fedsim.config import FedsimConfig
 from fedsim.personalization import build_personalization
@@ -47,26 +47,28 @@ def _personal_state(context: Context, rt: Runtime, partition: int) -> np.ndarray
 
 
 def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
-    """The shard's private user embeddings, created on first use and kept in the node's ``context.state``.
-
-    When resuming (``resume_from``), the node reloads what it stored on its own disk at the earlier run's last
-    checkpoint (or its end).
-    """
+    """The shard's private user embeddings, created on first use and kept in the node's ``context.state`` (a resumed
+    run's node has them from :func:`_reload_devices` before its first round)."""
     if STATE_KEY not in context.state:
-        shard = rt.shards[partition]
-        saved = device_dir(rt.cfg.resume_from or "") / f"partition_{partition:05d}.npz"
-        if rt.cfg.resume_from and saved.is_file():
-            with np.load(saved) as data:
-                if not np.array_equal(data["users"], shard):
-                    raise ValueError(
-                        f"{saved} holds other users than partition {partition}: resume with the same "
-                        "dataset and federation.users_per_node"
-                    )
-                embeddings = data["embeddings"]
-        else:
-            embeddings = rt.model.init_private(shard, rt.cfg.seed)
-        context.state[STATE_KEY] = to_record({"user-embedding": embeddings})
+        context.state[STATE_KEY] = to_record(
+            {"user-embedding": rt.model.init_private(rt.shards[partition], rt.cfg.seed)}
+        )
     return cast(Array, cast(ArrayRecord, context.state[STATE_KEY])["user-embedding"]).numpy()
+
+
+def _reload_devices(context: Context, rt: Runtime, partition: int, folder: Path) -> None:
+    """A resumed run: the node reloads what it stored on its own disk at the checkpoint the server verified
+    (:func:`fedsim.resume.load_resume` checked every partition's file). A file that is missing or holds other users
+    fails the node — and with it the run, in one line — rather than starting these users afresh."""
+    saved = folder / f"partition_{partition:05d}.npz"
+    data = load_npz(saved)
+    shard = rt.shards[partition]
+    if not np.array_equal(data["users"], shard) or data["embeddings"].shape != (len(shard), rt.model.private_dim):
+        raise ValueError(
+            f"{saved} does not hold partition {partition}'s users: resume with the same dataset and "
+            "federation.users_per_node"
+        )
+    context.state[STATE_KEY] = to_record({"user-embedding": data["embeddings"]})
 
 
 def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
@@ -127,6 +129,8 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
     rt = get_runtime(cfg)
     config = config_of(msg)
+    if "resume-devices" in config:  # discovery of a resumed run
+        _reload_devices(context, rt, partition, Path(str(config["resume-devices"])))
     if "save-dir" in config:
         folder = Path(str(config["save-dir"]))
         folder.mkdir(parents=True, exist_ok=True)

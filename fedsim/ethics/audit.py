@@ -150,6 +150,7 @@ class AuditCallback(Callback):
             say(f"round {server_round}: {what}: paused, keeping the model of round {restored['round']}")
             return Decision(
                 stop=True,
+                stop_reason="audit",
                 reason=f"{what}: paused, keeping the model of round {restored['round']}",
                 restore=restored,
                 restored_round=restored["round"],
@@ -161,6 +162,7 @@ class AuditCallback(Callback):
         )
         return Decision(
             stop=rule.then == "stop",
+            stop_reason="audit",
             reason=f"{what}: rolled back to round {restored['round']}"
             + (" and stopped" if rule.then == "stop" else f", continuing with remediation {rule.remediation}"),
             restore=restored,

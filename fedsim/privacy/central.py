@@ -218,7 +218,7 @@ class CentralDP(ClippedMechanism):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "mechanism": self.name,
+            **super().state_dict(),
             "accountant": self.accountant.state_dict(),
             "clipping_norm": self.clipping_norm,
             "z": self.z,
@@ -227,10 +227,12 @@ class CentralDP(ClippedMechanism):
         }
 
     def continue_for(self, rounds: int, done: int) -> str | None:
-        """With ``target_epsilon``, recalibrate z for the rounds still to come, charging the rounds already spent, so
-        the final ε stays ≤ target (the first run was calibrated for fewer rounds). Warns when the budget left makes
-        the new rounds mostly noise (z more than doubled)."""
-        if self.target_epsilon is None or math.isinf(self.target_epsilon):
+        """With ``target_epsilon`` and a new plan (``rounds`` other than the one the saved z was calibrated for),
+        recalibrate z for the rounds still to come, charging the rounds already spent, so the final ε stays ≤ target.
+        Warns when the budget left makes the new rounds mostly noise (z more than doubled). An unchanged plan keeps
+        the saved z: recalibrating it (to calibrate_remaining's tolerance) would make a resumed run differ from the
+        uninterrupted one."""
+        if self.target_epsilon is None or math.isinf(self.target_epsilon) or rounds == self.resumed_plan:
             return None
         if self.adaptive:
             return super().continue_for(rounds, done)
@@ -251,13 +253,33 @@ class CentralDP(ClippedMechanism):
             )
         return None
 
+    def resume_problem(self, done: int, participations: np.ndarray) -> str | None:
+        """Every completed round is one release of a Poisson(q) cohort: the history must hold ``done`` of them, all at
+        this run's q (fewer releases or a smaller q would under-report ε)."""
+        history = self.accountant.history
+        releases = sum(n for _, _, n, _ in history)
+        if releases != done:
+            return f"the accountant holds {releases} releases, but the checkpoint is of round {done}"
+        if any(q != self.q for q, _, _, _ in history):
+            return f"the accountant's sampling rates {sorted({q for q, _, _, _ in history})} are not q={self.q:g}"
+        if any(not z > 0 or not math.isfinite(z) for _, z, _, _ in history) and self.z > 0:
+            return "the accountant holds a noise multiplier that is not a positive number"
+        if len(self._flower_releases) > done:
+            return f"the Flower contrast holds {len(self._flower_releases)} releases for {done} rounds"
+        return None
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before
         the count was centred and accounted: they recorded the nominal z while the *uncentred* count (sensitivity 1,
         multiplier σ_b) went out with z_Δ = update_noise_multiplier(z, σ_b) — they are re-accounted as such."""
         super().load_state_dict(state)
-        self.accountant.load_state_dict(state["accountant"])
-        self.delta = self.accountant.delta  # every report uses the accountant's δ
+        accountant = state["accountant"]
+        if float(accountant["delta"]) != self.delta or accountant["method"] != self.accountant.method:
+            raise ValueError(
+                f"the accountant reports at δ={accountant['delta']} with {accountant['method']}; this run's are "
+                f"δ={self.delta:g} with {self.accountant.method}"
+            )
+        self.accountant.load_state_dict(accountant)
         self._flower, self._flower_releases = None, [(float(z), int(n)) for z, n in state.get("flower_releases", [])]
         if "z" in state:  # the noise in force (an audit remediation may have raised it)
             self.z, self.z_update = float(state["z"]), float(state["z_update"])

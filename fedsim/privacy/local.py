@@ -21,7 +21,7 @@ from fedsim.config import PrivacyConfig
 from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import local_sigma_multiplier
 from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
-from fedsim.privacy.participation import Participation
+from fedsim.privacy.participation import Participation, participation_mismatch
 
 
 class LocalDP(ClippedMechanism):
@@ -122,7 +122,11 @@ class LocalDP(ClippedMechanism):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "segments": [[z, part.state_dict()] for z, part in self.segments]}
+        return {**super().state_dict(), "segments": [[z, part.state_dict()] for z, part in self.segments]}
+
+    def resume_problem(self, done: int, participations: np.ndarray) -> str | None:
+        """Each user's uploads over all noise levels are the rounds it took part in, as the loop counted them."""
+        return participation_mismatch([part.counts for _, part in self.segments], participations)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -28,9 +28,12 @@ class NoPrivacy:
 
     name = "none"
     unit = "none"
+    rounds: int | None = None  # the rounds the noise was planned for (DP mechanisms)
+    target_epsilon: float | None = None
 
     def __init__(self, user_weighting: str = "examples") -> None:
         self.user_weighting = user_weighting
+        self.resumed_plan: int | None = None  # the rounds planned by the run a resume continues (its saved state)
 
     @classmethod
     def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
@@ -81,16 +84,33 @@ class NoPrivacy:
 
     def continue_for(self, rounds: int, done: int) -> str | None:
         """A resumed run goes on to ``rounds`` after ``done``: re-plan the noise so the promised ε still holds, or
-        refuse with one line (``ConfigError``); return a warning when the plan is valid but costly. Nothing to
-        re-plan without DP."""
+        refuse with one line (``ConfigError``); return a warning when the plan is valid but costly.
+
+        Nothing to re-plan without a target ε, or when ``rounds`` is the plan the saved noise was calibrated for (an
+        interrupted run resumed as it was configured keeps its z, so it ends exactly as the uninterrupted run would).
+        A new plan under a target ε is refused here; :class:`~fedsim.privacy.central.CentralDP` recalibrates."""
+        if self.target_epsilon is None or math.isinf(self.target_epsilon) or rounds == self.resumed_plan:
+            return None
+        raise ConfigError(
+            f"resume_from with privacy.target_epsilon and another federation.rounds (the earlier run planned "
+            f"{self.resumed_plan}) is supported for privacy=central with fixed clipping; for privacy.mechanism="
+            f"{self.name} keep federation.rounds={self.resumed_plan} or set privacy.noise_multiplier (the z in force)"
+        )
+
+    def resume_problem(self, done: int, participations: np.ndarray) -> str | None:
+        """Why the privacy state just loaded cannot be the state after ``done`` rounds in which users took part
+        ``participations`` times (the loop's own counts), or None. Catches an edited state that would under-report
+        ε — fewer releases, fewer participations — even when its checkpoint's manifest was rewritten to match."""
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name}
+        return {"mechanism": self.name, **({"rounds_planned": self.rounds} if self.rounds is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("mechanism") != self.name:
             raise ValueError(f"privacy state is for mechanism {state.get('mechanism')!r}, not {self.name!r}")
+        planned = state.get("rounds_planned")
+        self.resumed_plan = int(planned) if planned is not None else None
 
 
 class ClippedMechanism(NoPrivacy):
@@ -111,14 +131,6 @@ class ClippedMechanism(NoPrivacy):
     @classmethod
     def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
         return cls(cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
-
-    def continue_for(self, rounds: int, done: int) -> str | None:
-        if self.target_epsilon is not None and not math.isinf(self.target_epsilon):
-            raise ConfigError(
-                f"resume_from with privacy.target_epsilon is supported for privacy=central with fixed clipping; "
-                f"for privacy.mechanism={self.name} set privacy.noise_multiplier (the z in force) instead"
-            )
-        return None
 
     def round_config(self, server_round: int) -> dict[str, Any]:
         return {"user-weighting": "uniform", "clipping-norm": self.clipping_norm, "secure-rng": self.secure_rng}

@@ -35,3 +35,22 @@ class Participation:
         out = cls()
         out.counts = np.asarray(counts, dtype=np.int64)
         return out
+
+
+def participation_mismatch(parts: list[np.ndarray], expected: np.ndarray) -> str | None:
+    """Why the summed per-user counts ``parts`` (a mechanism's, one array per noise level) are not ``expected`` (the
+    loop's counts), or None. Arrays grow with the largest user id seen, so both sides are padded to one length."""
+    length = max([len(expected), *(len(p) for p in parts)])
+    total = np.zeros(length, dtype=np.int64)
+    for part in parts:
+        total[: len(part)] += np.asarray(part, dtype=np.int64)
+    loop = np.zeros(length, dtype=np.int64)
+    loop[: len(expected)] = np.asarray(expected, dtype=np.int64)
+    differ = np.flatnonzero(total != loop)
+    if len(differ) == 0:
+        return None
+    user = int(differ[0])
+    return (
+        f"its participation counts differ from the loop's for {len(differ)} users (user {user}: {int(total[user])} "
+        f"in the privacy state, {int(loop[user])} in loop_state.json)"
+    )

@@ -22,7 +22,7 @@ from fedsim.config import ConfigError, PrivacyConfig
 from fedsim.privacy.accountant import epsilon_of, max_advantage
 from fedsim.privacy.calibration import calibrate_noise
 from fedsim.privacy.mechanism import NoPrivacy
-from fedsim.privacy.participation import Participation
+from fedsim.privacy.participation import Participation, participation_mismatch
 
 
 def steps_per_epoch(sample_rate: float) -> int:
@@ -55,6 +55,7 @@ class RecordDP(NoPrivacy):
         self.secure_rng = bool(cfg.secure_rng)  # device keys its draws with OS entropy (fedsim.privacy.randomness)
         self.target_epsilon = cfg.target_epsilon
         self.max_epsilon = cfg.max_epsilon
+        self.rounds = rounds
         # the worst user takes part in every round: calibrate for rounds × epochs × steps Poisson(q) Gaussian steps
         self.z = (
             float(cfg.noise_multiplier)
@@ -148,7 +149,11 @@ class RecordDP(NoPrivacy):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "participations": self.participation.state_dict()}
+        return {**super().state_dict(), "participations": self.participation.state_dict()}
+
+    def resume_problem(self, done: int, participations: np.ndarray) -> str | None:
+        """The DP-SGD steps composed per user follow its participations: they must be the loop's counts."""
+        return participation_mismatch([self.participation.counts], participations)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -138,10 +138,11 @@ def render_postmortem(
         else:
             lines.append("- **Cost in privacy**: no differential privacy in this run (no ε to spend).")
         lines.append("")
+    stopped = summary.get("stop_detail") or summary.get("stop_reason")
     lines += [
         "## Outcome",
         "",
-        f"- The run {'stopped early: ' + summary['stop_reason'] if summary.get('stop_reason') else 'ran all rounds'}.",
+        f"- The run {'stopped early: ' + stopped if stopped else 'ran all rounds'}.",
         f"- Final model (round {final.get('round', '–')}): validation HR@{k} {fmt(final.get(val), 4)}, "
         f"test HR@{k} {fmt(final.get(f'test/hr@{k}'), 4)}"
         + (f", ε {fmt(final.get(eps), 4)}" if eps in final else "")

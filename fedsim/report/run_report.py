@@ -162,7 +162,11 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         f"# fedsim run report: {summary.get('name')}",
         "",
         f"Run directory `{summary.get('run_dir')}`; {summary.get('rounds_completed')} rounds completed"
-        + (f"; stopped early: {summary['stop_reason']}" if summary.get("stop_reason") else "")
+        + (
+            f"; stopped early: {summary.get('stop_detail') or summary['stop_reason']}"
+            if summary.get("stop_reason")
+            else ""
+        )
         + ".",
         "",
     ]

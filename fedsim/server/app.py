@@ -20,11 +20,12 @@ from fedsim.checkpoint import round_dir
 from fedsim.config import FedsimConfig
 from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
+from fedsim.resume import load_resume
 from fedsim.runtime import get_runtime
 from fedsim.server.loop import FederatedLoop
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import build_strategy
-from fedsim.session import Session, load_resume
+from fedsim.session import Session
 
 
 def build_loop(
@@ -49,8 +50,9 @@ def build_loop(
         device_dir=str(device_dir) if device_dir is not None else None,
         first_round=resume["done"] + 1 if resume else 1,
     )
-    if resume and "loop_state" in resume:
+    if resume:
         loop.load_state_dict(resume["loop_state"])
+        loop.resume_devices = resume["devices"]
     return loop
 
 
@@ -58,7 +60,7 @@ def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run the federation described by ``cfg`` on ``grid``; write everything to ``run_dir``; return the summary."""
     rt = get_runtime(cfg)
     mechanism = build_mechanism(cfg, rt.population)
-    resume = load_resume(cfg, mechanism) if cfg.resume_from else None  # refused before anything is written
+    resume = load_resume(cfg, mechanism, rt) if cfg.resume_from else None  # refused before anything is written
     initial = resume["shared"] if resume else rt.model.init_shared(cfg.seed)
     session = Session(rt, run_dir, mechanism, initial)
     loop = build_loop(cfg, session.callbacks, mechanism, initial, Path(run_dir) / "devices", resume)
@@ -73,7 +75,11 @@ def serve(grid: Grid, cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
 
     loop.checkpointer = checkpoint
     session.begin()
-    outcome = loop.run(grid)
+    try:
+        outcome = loop.run(grid)
+    except BaseException as error:  # a federation error, a second Ctrl-C: summary.json says the run did not finish
+        session.abort(loop.rounds_completed, error)
+        raise
     return session.finish(outcome, loop.shared, loop.state_dict())
 
 

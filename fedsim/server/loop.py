@@ -56,6 +56,8 @@ class FederationError(RuntimeError):
     """The federation could not go on (nodes missing at discovery, a node failure under ``federation.fail_fast``):
     the CLI prints it as one line — the run's files up to its last checkpoint are kept."""
 
+    stop_reason = "federation_error"  # summary.json's code (fedsim.session.Session.abort)
+
 
 class FederatedLoop:
     """Runs ``rounds`` federated rounds over the Flower ``grid``.
@@ -103,7 +105,7 @@ class FederatedLoop:
         self.behaviour = DeviceBehaviour(rt)
         self.combiner = UploadCombiner(rt)  # plain sum, robust over users, or secure aggregation (fedsim/security)
         self.participation = Participation(rt.split.n_users)
-        self.stop_reason = ""
+        self.stop_reason, self.stop_detail = "", ""  # summary.json's code and words (fedsim.tracking.recorder)
         self.rounds_completed = first_round - 1
         self.device_dir = device_dir
         self.first_round = first_round
@@ -111,6 +113,7 @@ class FederatedLoop:
         # folder); set by fedsim.server.app.serve
         self.checkpointer: Callable[[int, dict[str, Any], Callable[[Path], bool]], bool] | None = None
         self.checkpointed = first_round - 1
+        self.resume_devices: str | None = None  # a resumed run's verified devices/ folder, sent to the nodes
         self.mitigation = MitigationState(rt.cfg.mitigation)  # fairness mitigations in force (an audit may add one)
         # erasure.policy=retrain restarts from the model before anyone took part (erasure refuses resume_from)
         self.initial_shared = {k: v.copy() for k, v in self.shared.items()} if rt.cfg.erasure.share > 0 else None
@@ -141,14 +144,14 @@ class FederatedLoop:
         last_metrics: dict[str, float] = {}
         for server_round in range(self.first_round, rounds + 1):
             if STOP_REQUESTED.is_set():
-                self.stop_reason = f"interrupted after round {self.rounds_completed}"
+                self._stop("interrupted", f"interrupted after round {self.rounds_completed}")
                 break
             if self.initial_shared is not None and server_round == self.cfg.erasure.round and self._erase(grid):
-                self.stop_reason = f"erasure.policy=none: users asked to be forgotten at round {server_round}"
+                self._stop("erasure", f"erasure.policy=none: users asked to be forgotten at round {server_round}")
                 break
             ok, reason = self.mechanism.can_release(server_round)
             if not ok:
-                self.stop_reason = reason
+                self._stop("privacy_budget", reason)
                 break
             started = time.perf_counter()
 
@@ -189,7 +192,7 @@ class FederatedLoop:
                 elif decision.remediation in ("exposure_regularizer", "rerank"):  # fedsim/mitigation, from now on
                     self.mitigation.activate(decision.remediation, server_round + 1)
                 if decision.stop:
-                    self.stop_reason = decision.reason
+                    self._stop(decision.stop_reason, decision.reason)
                     break
             if self.cfg.checkpoint.every and server_round % self.cfg.checkpoint.every == 0:
                 self._checkpoint(grid, server_round)
@@ -203,7 +206,14 @@ class FederatedLoop:
             self._report(self.rounds_completed, metrics, evaluation, None, {}, extras, final=True)
         if self.device_dir:
             self._save_devices(grid)
-        return {"rounds_completed": self.rounds_completed, "stop_reason": self.stop_reason}
+        return {
+            "rounds_completed": self.rounds_completed,
+            "stop_reason": self.stop_reason,
+            "stop_detail": self.stop_detail,
+        }
+
+    def _stop(self, reason: str, detail: str) -> None:
+        self.stop_reason, self.stop_detail = reason, detail
 
     def _report(
         self,
@@ -242,8 +252,10 @@ class FederatedLoop:
                     f"federation.discovery_timeout_s={self.cfg.federation.discovery_timeout_s:g}"
                 )
             time.sleep(0.05)
+        # a resumed run's nodes reload their users' state from the checkpoint the server verified (fedsim.resume)
+        config = {"resume-devices": self.resume_devices} if self.resume_devices else {}
         messages = [
-            Message(RecordDict({"config": ConfigRecord({})}), node, MessageType.QUERY, group_id="discover")
+            Message(RecordDict({"config": ConfigRecord(config)}), node, MessageType.QUERY, group_id="discover")
             for node in grid.get_node_ids()
         ]
         for reply in self._send(grid, messages, timeout=self.cfg.federation.discovery_timeout_s)[0]:

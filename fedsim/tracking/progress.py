@@ -58,6 +58,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     for warning in summary.get("warnings") or []:
         lines.append(f"warning: {warning}")
     if summary.get("stop_reason"):
-        lines.append(f"stopped early: {summary['stop_reason']}")
+        lines.append(f"stopped early: {summary.get('stop_detail') or summary['stop_reason']}")
     lines.append(f"outputs: {summary.get('run_dir', '')}")
     return "\n".join(lines)

@@ -1,7 +1,16 @@
 """``metrics.jsonl`` (one line per round) and ``summary.json`` (config, final and best metrics, baselines, timings).
 
 Files are written as the run goes — a line per round, appended and flushed — so an interrupted run leaves
-everything up to its last round readable; ``summary.json`` is written at the end with ``"finished": true``.
+everything up to its last round readable. ``summary.json`` is written when the run starts (``"finished": false``) and
+again when it ends, with
+
+* ``finished`` — true only when the run completed every planned round (``federation.rounds``; epochs when
+  centralized);
+* ``stop_reason`` — "" when finished, else a code a program can switch on: ``interrupted`` (Ctrl-C), ``privacy_budget``
+  (``privacy.max_epsilon``), ``audit`` (a pause or a rollback that stops), ``erasure`` (``erasure.policy=none``),
+  ``callback`` (another callback asked to stop), ``federation_error`` (nodes missing or failing), ``error`` (any other
+  exception), ``incomplete`` (fewer rounds without a reason);
+* ``stop_detail`` — the same in words, for people (the console and report.md show it).
 """
 
 from __future__ import annotations
@@ -78,8 +87,8 @@ class RunRecorder(Callback):
         round_times = [r["time/round_s"] for r in self.history if "time/round_s" in r]
         return {
             **self.info,
-            **extra,
-            "finished": True,
+            "finished": False,
+            **extra,  # the caller says whether the run finished (fedsim.session.Session.finish)
             "final": self.final,
             "best": {**self.best, "selected_by": self.selection},
             "timings": {
