@@ -108,4 +108,5 @@ def test_one_ctrl_c_stops_after_the_round_with_a_checkpoint_and_one_line(tmp_pat
     assert "Traceback" not in err and "interrupted after round" in err and f"resume_from={run_dir}" in err
     done = latest(run_dir)[0]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rounds_completed"] == done and summary["stop_reason"] == f"interrupted after round {done}"
+    assert summary["rounds_completed"] == done and summary["stop_detail"] == f"interrupted after round {done}"
+    assert summary["stop_reason"] == "interrupted" and summary["finished"] is False

@@ -65,7 +65,8 @@ def test_a_rollback_restores_the_checkpointed_model_in_a_real_run(tmp_path):
     )
     loop = build_loop(cfg, CallbackList([gate, audit]), build_mechanism(cfg, len(rt.eligible)))
     outcome = loop.run(InProcessGrid(make_client_app(cfg), rt.n_nodes))
-    assert outcome["rounds_completed"] == 2 and "rolled back to round 1" in outcome["stop_reason"]
+    assert outcome["rounds_completed"] == 2 and "rolled back to round 1" in outcome["stop_detail"]
+    assert outcome["stop_reason"] == "audit"
     for name, value in loop.shared.items():
         np.testing.assert_array_equal(value, gate.models[1][name])
     assert not np.array_equal(gate.models[1]["item_embedding"], gate.models[2]["item_embedding"])

@@ -104,7 +104,8 @@ def test_the_after_score_is_the_membership_attack_on_erased_members_against_neve
 
 def test_none_keeps_the_model_as_it_stood_and_retrain_restarts_it(tmp_path):
     none = run(tiny_config(*ERASE, "erasure.policy=none"), tmp_path / "none")
-    assert none["rounds_completed"] == 4 and "erasure.policy=none" in none["stop_reason"]
+    assert none["rounds_completed"] == 4 and "erasure.policy=none" in none["stop_detail"]
+    assert none["stop_reason"] == "erasure" and none["finished"] is False
     assert none["erasure"]["after"] == none["erasure"]["before"]
     assert "no DP bound" in none["erasure"]["dp_bound"]
     assert "whole federation stopped" in none["erasure"]["claim"] and "not comparable" in none["erasure"]["claim"]

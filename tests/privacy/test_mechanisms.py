@@ -100,7 +100,9 @@ def test_max_epsilon_stops_before_the_release_that_would_exceed_it(tmp_path):
     # ε(3) = 3.709 ≤ 4 < ε(4) = 4.377, so exactly 3 rounds are released
     assert [round(_analytic_gaussian_epsilon(2.0 / math.sqrt(t), 1e-5), 3) for t in (3, 4)] == [3.709, 4.377]
     assert summary["rounds_completed"] == 3
-    assert "privacy budget" in summary["stop_reason"]
+    # stopped by the budget, not finished: a machine-readable reason, the words for people
+    assert summary["stop_reason"] == "privacy_budget" and "privacy budget" in summary["stop_detail"]
+    assert summary["finished"] is False
     assert eps == pytest.approx(_analytic_gaussian_epsilon(2.0 / math.sqrt(3), 1e-5), rel=1e-3)
 
 

@@ -34,7 +34,7 @@ def test_participants_evaluation_rounds_and_counts(tmp_path):
     recorder = _Recorder()
     loop, outcome = _run(cfg, recorder, tmp_path / "devices")
     rt = get_runtime(cfg)
-    assert outcome == {"rounds_completed": 5, "stop_reason": ""}
+    assert outcome == {"rounds_completed": 5, "stop_reason": "", "stop_detail": ""}
     assert [r.server_round for r in recorder.reports] == [1, 2, 3, 4, 5]
     # evaluated every 2 rounds and at the last one; every served user scored once per evaluation
     evaluated = [r.server_round for r in recorder.reports if r.evaluation is not None]
@@ -53,7 +53,7 @@ def test_participants_evaluation_rounds_and_counts(tmp_path):
 def test_a_stop_decision_ends_the_run_and_the_last_model_is_evaluated():
     recorder = _Recorder(stop_at=2)
     _, outcome = _run(tiny_config("evaluation.every=5", rounds=6), recorder)
-    assert outcome == {"rounds_completed": 2, "stop_reason": "asked to stop"}
+    assert outcome == {"rounds_completed": 2, "stop_reason": "callback", "stop_detail": "asked to stop"}
     final = recorder.reports[-1]
     assert final.final_evaluation and final.server_round == 2 and final.evaluation is not None
 

@@ -30,7 +30,7 @@ def test_recorder_writes_every_round_and_selects_the_best_round_by_validation(tm
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [1, 2, 3, 4] and lines[1] == {"round": 2, "train/loss": 0.6}
     assert lines[3]["privacy/epsilon"] is None  # ∞ is not JSON: stored as null
-    summary = recorder.summary({"rounds_completed": 4})
+    summary = recorder.summary({"rounds_completed": 4, "finished": True})
     recorder.on_run_end(summary)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["finished"] is True and saved["best"]["round"] == 3 and saved["final"]["round"] == 4
