@@ -162,7 +162,7 @@ def _candidates(old: Path, notes: list[str]) -> list[tuple[int, Path]]:
 
 
 def _name(old: Path, folder: Path) -> str:
-    return "the finished run's final state" if folder == old else f"checkpoint {folder.relative_to(old).as_posix()}"
+    return "the finished run's final state" if folder == old else folder.relative_to(old).as_posix()
 
 
 def _check_settings(earlier: dict[str, Any], current: dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ class CentralDP(ClippedMechanism):
             self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
             self.z_update = self.z
         self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
+        self.configured_z = (self.z_update, self.z_count)  # what the config asked for (a remediation doubles it)
         self._flower = None
         self._flower_releases: list[tuple[float, int]] = []  # (z, participants) per round: the contrast's state
 
@@ -262,8 +263,11 @@ class CentralDP(ClippedMechanism):
             return f"the accountant holds {releases} releases, but the checkpoint is of round {done}"
         if any(q != self.q for q, _, _, _ in history):
             return f"the accountant's sampling rates {sorted({q for q, _, _, _ in history})} are not q={self.q:g}"
-        if any(not z > 0 or not math.isfinite(z) for _, z, _, _ in history) and self.z > 0:
-            return "the accountant holds a noise multiplier that is not a positive number"
+        if self.target_epsilon is None:  # z set directly: every release used it, or 2^k times it (more_noise)
+            z_update, z_count = self.configured_z
+            for _, z, _, count in history:
+                if not (_doubled(z, z_update) and (count is None or z_count is None or _doubled(count, z_count))):
+                    return f"the accountant holds a release at z={z:g}, not privacy.noise_multiplier's (or 2^k times)"
         if len(self._flower_releases) > done:
             return f"the Flower contrast holds {len(self._flower_releases)} releases for {done} rounds"
         return None
@@ -291,3 +295,11 @@ class CentralDP(ClippedMechanism):
                 for q, z, n, z_count in self.accountant.history
             ]
         self.clipping_norm = float(state["clipping_norm"])
+
+
+def _doubled(z: float, configured: float) -> bool:
+    """Whether ``z`` is ``configured`` doubled k ≥ 0 times (the only way a run changes a noise it was given)."""
+    if configured <= 0:
+        return z == configured
+    k = math.log2(z / configured) if z > 0 and math.isfinite(z) else -1.0
+    return k > -1e-9 and abs(k - round(k)) < 1e-9
