@@ -191,9 +191,10 @@ def _base(kind: str) -> list[str]:
 
 
 def _results(run_dir: Path) -> tuple[float | None, str]:
-    """(final ε, a digest of rounds 5-6's metrics and the model) of a resumed run."""
+    """(final ε, a digest of rounds 5-6's metrics and the model) of a resumed run (one that fell back to an older
+    checkpoint also logs the rounds it ran again, which are left out)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    kept = [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+    kept = [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows if row["round"] > EARLIER]
     digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode() + (run_dir / "model.npz").read_bytes())
     final = json.loads((run_dir / "summary.json").read_text()).get("final", {})
     epsilon = final.get("privacy/epsilon")
