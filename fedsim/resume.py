@@ -130,14 +130,29 @@ def load_resume(cfg: FedsimConfig, mechanism: NoPrivacy | None = None, rt: Runti
         except DamagedCheckpointError as damage:
             notes.append(f"{where} is damaged ({damage})")
             continue
-        resume["warnings"] = [f"resume_from: {'; '.join(notes)}; resuming from {where}"] if notes else []
+        resume["warnings"] = [f"resume_from: {_said(notes)}; resuming from {where}"] if notes else []
         if mechanism is not None:
             mechanism.load_state_dict(state)
             warning = mechanism.continue_for(cfg.federation.rounds, done)
             if warning:
                 resume["warnings"].append(warning)
         return resume
-    raise ConfigError(f"resume_from={old}: no usable checkpoint: {'; '.join(notes)}")
+    raise ConfigError(f"resume_from={old}: no usable checkpoint: {_said(notes)}")
+
+
+def _said(notes: list[str]) -> str:
+    """The notes on one line, the places with the same problem named together ("a, b are damaged (x)")."""
+    places: dict[str, list[str]] = {}
+    for note in notes:
+        where, _, problem = note.partition(" is damaged ")
+        if problem:
+            places.setdefault(problem, []).append(where)
+        else:  # a note about no one place (an unreadable latest.json)
+            places.setdefault(note, [])
+    return "; ".join(
+        f"{', '.join(where)} {'is' if len(where) == 1 else 'are'} damaged {problem}" if where else problem
+        for problem, where in places.items()
+    )
 
 
 def _candidates(old: Path, notes: list[str]) -> list[tuple[int, Path]]:
