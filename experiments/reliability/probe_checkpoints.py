@@ -21,10 +21,10 @@ Each resume is classified from its exit code, its console and its files:
 * ``silent, other results`` — exit 0, nothing said, results differ from the reference (e.g. a fresh start of state);
 * ``unaffected`` — exit 0, nothing said, the same results as the reference.
 
-    git worktree add /tmp/fedsim-base <base commit>
+    mkdir /tmp/fedsim-base && git archive <base commit> | tar -x -C /tmp/fedsim-base
     python experiments/reliability/probe_checkpoints.py --before /tmp/fedsim-base > /tmp/checkpoints.md
 
-About 15-25 minutes on 2 shared cores (some 90 tiny runs, each a new Python process).
+About 30-40 minutes on 2 shared cores (some 100 tiny runs, each a new Python process).
 """
 
 from __future__ import annotations
