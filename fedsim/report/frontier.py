@@ -223,17 +223,24 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "_context": _privacy_free(first),
             }
         )
-    for context in {o["_context"] for o in out}:
-        same = [o for o in out if o["_context"] == context]
-        reference = [o for o in same if o["mechanism"] == "none"] or [
-            o for o in same if not math.isfinite(o["epsilon"])
-        ]
-        base_hr = reference[0]["test_hr"] if reference else math.nan
-        for o in same:
-            o["hr_drop_vs_nonprivate"] = base_hr - o["test_hr"] if reference else math.nan
+    for o in out:
+        o["hr_drop_vs_nonprivate"] = _reference_hr(o, out) - o["test_hr"]
     for o in out:
         del o["_context"]
     return sorted(out, key=_row_order)
+
+
+def _reference_hr(row: dict[str, Any], settings: list[dict[str, Any]]) -> float:
+    """Test HR of ``row``'s non-private reference (NaN when there is none), among the settings with the same
+    non-privacy keys (same data, population and training): the mechanism-none run, else the same line's ε = ∞ run,
+    else any ε = ∞ run. A line per N compares with its own N; a line per clipping norm with its own ε = ∞ point."""
+    nearby = [o for o in settings if o["_context"] == row["_context"]]
+    candidates = (
+        [o for o in nearby if o["mechanism"] == "none"]
+        or [o for o in nearby if o["line"] == row["line"] and not math.isfinite(o["epsilon"])]
+        or [o for o in nearby if not math.isfinite(o["epsilon"])]
+    )
+    return candidates[0]["test_hr"] if candidates else math.nan
 
 
 def _row_order(o: dict[str, Any]) -> tuple:
@@ -384,8 +391,8 @@ def markdown(
     if keys:
         lines += [
             f"Settings: the sweep varies {', '.join(f'`{k}`' for k in keys)} besides ε and the seed; each row "
-            "averages only runs that differ in `seed`, and the HR drop is against the non-private run (ε = ∞ or "
-            "mechanism none) with the same values of the non-privacy keys.",
+            "averages only runs that differ in `seed`; the HR drop is against the non-private run with the same "
+            "non-privacy settings (mechanism none, else the same line at ε = ∞).",
             "",
         ]
     lines += [

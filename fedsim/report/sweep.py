@@ -29,7 +29,7 @@ NOT_SETTINGS = frozenset({"seed", "output_dir", "resume_from", "progress", "verb
 writes or shows its output."""
 EPSILON_KEYS = ("privacy.target_epsilon", "privacy.noise_multiplier")
 """What sets a run's ε: a setting's position on the x axis, not a line of its own."""
-_MISSING = "–"  # a key one run sets and another does not
+_MISSING = "(default)"  # a group or preset one run's overrides choose and another's leave at its default
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -91,6 +91,8 @@ def describe(records: Sequence[RunRecord]) -> Sweep:
     configs = [flatten(r.summary.get("config") or {}) for r in records]
     config_keys = _varying(configs)
     overrides = [_override_values(r.overrides) for r in records]
+    for values, config in zip(overrides, configs, strict=True):  # a key left out of one run's overrides: its value
+        values.update({k: config[k] for k in {k for v in overrides for k in v} - set(values) if k in config})
     override_keys = _varying(overrides)
     paths = [str(r.path) for r in records]
     if all(r.overrides for r in records) and _partition(overrides, override_keys) == _partition(configs, config_keys):
