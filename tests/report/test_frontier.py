@@ -1,5 +1,8 @@
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -105,7 +108,10 @@ def test_population_sweep_is_grouped_by_n_with_cis_over_seeds_only(tmp_path, ove
         (n, t) for n in ("1000", "10000") for t in ("inf", "8.0", "2.0")
     }
     for r in rows:
-        n_users, target = int(r["dataset.n_users"]), None if r["target_epsilon"] == "inf" else float(r["target_epsilon"])
+        n_users, target = (
+            int(r["dataset.n_users"]),
+            None if r["target_epsilon"] == "inf" else float(r["target_epsilon"]),
+        )
         assert r["seeds"] == "3"
         assert r["group"] == f"dataset.n_users={n_users}"
         assert float(r["test_hr"]) == pytest.approx(hr[n_users][target])
@@ -182,3 +188,32 @@ def test_unfinished_runs_are_listed_with_their_stop_reason_unless_included(tmp_p
     assert "Unfinished runs (1), not included" in text and "`4` (no stop_reason" in text  # nothing to show
     runs = {r["run"]: r for r in csv.DictReader((tmp_path / "frontier_runs.csv").open())}
     assert runs["3"]["finished"] == "False" and runs["3"]["stop_reason"] == "interrupted after round 3"
+
+
+@pytest.mark.slow
+def test_the_population_preset_swept_by_fedsim_is_reported_per_n(tmp_path):
+    """The real command: `fedsim -m +experiment=privacy_population` (made tiny), then `fedsim-report` on its folder."""
+    tiny = [
+        "dataset.n_items=150",
+        "evaluation.n_negatives=49",
+        "federation.rounds=1",
+        "evaluation.every=1",
+        "attack=off",
+        "audit=off",
+    ]
+    sweep = ["dataset.n_users=60,120", "privacy.target_epsilon=inf,8", "seed=0,1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "fedsim.cli", "-m", "+experiment=privacy_population", *sweep, *tiny]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder,) = (tmp_path / "results" / "sweeps" / "privacy_population").iterdir()
+    assert main([str(folder)]) == 0
+    rows = list(csv.DictReader((folder / "frontier.csv").open()))
+    assert sorted((r["dataset.n_users"], r["target_epsilon"], r["seeds"]) for r in rows) == [
+        ("120", "8.0", "2"), ("120", "inf", "2"), ("60", "8.0", "2"), ("60", "inf", "2")
+    ]  # fmt: skip
+    itempop = {r["dataset.n_users"]: float(r["itempop_test_hr"]) for r in rows}
+    runs = list(csv.DictReader((folder / "frontier_runs.csv").open()))
+    for n_users in ("60", "120"):  # each line's ItemPop is its own population's
+        same = [float(r["itempop_test_hr"]) for r in runs if r["dataset.n_users"] == n_users]
+        assert itempop[n_users] == pytest.approx(sum(same) / len(same))
