@@ -17,6 +17,7 @@ import numpy as np
 from fedsim.callbacks import Callback, CallbackList
 from fedsim.checkpoint import latest, load_npz, publish, round_dir, save_json, save_npz
 from fedsim.config import ConfigError, FedsimConfig, as_dict
+from fedsim.data.protocol import split_warnings
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
@@ -219,6 +220,8 @@ class Session:
         return out
 
     def begin(self) -> None:
+        for line in split_warnings(self.rt.data, self.rt.split):  # timestamps that cannot order the split
+            self.utility.warn(line)
         self.callbacks.on_run_begin(self.describe())
 
     def finish(
