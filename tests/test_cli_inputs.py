@@ -6,25 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-TINY = (
-    "dataset.n_users=40",
-    "dataset.n_items=300",
-    "federation.rounds=1",
-    "federation.backend=inprocess",
-    "progress=false",
-    "attack=off",
-)
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+from test_cli_hygiene import TINY, _cli  # the same tiny run, through the same real command
 
 
 def _one_line(result: subprocess.CompletedProcess, code: int) -> str:

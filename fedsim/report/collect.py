@@ -1,7 +1,8 @@
 """Reading a sweep directory: every job's ``summary.json`` (finished or not) and the overrides it was started with.
 
 A run is *finished* only when its ``summary.json`` says ``"finished": true``. A run stopped early (Ctrl-C, a privacy
-budget, an audit pause) says ``"finished": false`` and why in ``"stop_reason"``; a job that died before writing its
+budget, an audit pause) says ``"finished": false`` and why in ``"stop_reason"`` (a code such as ``interrupted``,
+with ``"stop_detail"`` in words); a job that died before writing its
 summary has only Hydra's ``.hydra/`` folder. None of them is a seed of the setting it was started for unless the
 reader asks for it (``fedsim-report --include-unfinished``): a run cut short after 3 of 20 rounds would pull the
 setting's mean down and widen its CI with a number the setting never produced.
@@ -38,8 +39,9 @@ class RunRecord:
         if self.problem:
             return self.problem
         reason = str(self.summary.get("stop_reason") or "")
+        detail = str(self.summary.get("stop_detail") or "")  # the reason in words, next to the code
         if reason:
-            return reason
+            return f"{reason}: {detail}" if detail and detail != reason else reason
         return "no stop_reason: the run did not end (it crashed, was killed, or is still running)"
 
     def get(self, dotted: str, default: Any = None) -> Any:

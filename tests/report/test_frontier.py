@@ -165,7 +165,7 @@ def test_unfinished_runs_are_listed_with_their_stop_reason_unless_included(tmp_p
     with why; --include-unfinished reports it, marked."""
     for seed in range(3):
         _population_run(tmp_path, str(seed), 1000, 8.0, seed, 0.30)
-    stopped = {"finished": False, "stop_reason": "interrupted after round 3", "rounds_completed": 3}
+    stopped = {"finished": False, "stop_reason": "interrupted", "stop_detail": "after round 3", "rounds_completed": 3}
     _population_run(tmp_path, "3", 1000, 8.0, 3, 0.05, **stopped)
     crashed = {"finished": False, "final": {}}  # written at the start of a run that never ended
     _population_run(tmp_path, "4", 1000, 8.0, 4, 0.05, **crashed)
@@ -176,18 +176,18 @@ def test_unfinished_runs_are_listed_with_their_stop_reason_unless_included(tmp_p
     assert row["seeds"] == "3" and float(row["test_hr"]) == pytest.approx(0.30)
     text = (tmp_path / "frontier.md").read_text()
     assert "Unfinished runs (2), not included" in text
-    assert "`3` (interrupted after round 3)" in text and "`4` (no stop_reason" in text
-    assert "`3` (interrupted after round 3)" in out.out and "2 unfinished run(s)" in out.err
+    assert "`3` (interrupted: after round 3)" in text and "`4` (no stop_reason" in text
+    assert "`3` (interrupted: after round 3)" in out.out and "2 unfinished run(s)" in out.err
 
     assert main([str(tmp_path), "--include-unfinished"]) == 0
     (row,) = list(csv.DictReader((tmp_path / "frontier.csv").open()))
     assert row["seeds"] == "4" and float(row["test_hr"]) == pytest.approx((3 * 0.30 + 0.05) / 4)
     text = (tmp_path / "frontier.md").read_text()
     assert "| 4 (1 unfinished) |" in text
-    assert "included on request (--include-unfinished) (1): `3` (interrupted after round 3)" in text
+    assert "included on request (--include-unfinished) (1): `3` (interrupted: after round 3)" in text
     assert "Unfinished runs (1), not included" in text and "`4` (no stop_reason" in text  # nothing to show
     runs = {r["run"]: r for r in csv.DictReader((tmp_path / "frontier_runs.csv").open())}
-    assert runs["3"]["finished"] == "False" and runs["3"]["stop_reason"] == "interrupted after round 3"
+    assert runs["3"]["finished"] == "False" and runs["3"]["stop_reason"] == "interrupted"
 
 
 @pytest.mark.slow
