@@ -363,7 +363,18 @@ def run(probe: Probe, number: int, checkout: str | None = None) -> tuple[int, st
         and not (ROOT / "a-file").is_dir()
     )
     shutil.rmtree(cwd)
-    return result.returncode, " ⏎ ".join(lines), clean
+    return result.returncode, _shown(result, lines), clean
+
+
+def _shown(result: subprocess.CompletedProcess, lines: list[str]) -> str:
+    """The stderr as the table shows it: the lines joined, a traceback condensed to its length and last line."""
+    if "Traceback" in result.stderr:
+        every = result.stderr.strip().splitlines()
+        last = [line for line in every if line.strip() and not line.startswith("Set the environment")][-1]
+        return f"a {len(every)}-line traceback ending {last}"
+    if not lines and result.returncode == 0:
+        return "(nothing: the run was accepted and trained)"
+    return " ⏎ ".join(lines)
 
 
 def _cell(code: int, text: str, clean: bool) -> str:

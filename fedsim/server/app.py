@@ -89,10 +89,6 @@ def make_server_app(cfg: FedsimConfig, run_dir: str | Path, outcome: dict[str, A
     def main(grid: Grid, context: Context) -> None:
         if hasattr(grid, "pull_interval"):
             grid.pull_interval = 0.01  # the in-memory grid's 0.1 s poll would dominate a fast round
-        try:
-            outcome["summary"] = serve(grid, cfg, run_dir)
-        except Exception as error:  # Flower only logs what the ServerApp raises: the driver re-raises it (run.py)
-            outcome["error"] = error
-            raise
+        outcome["summary"] = serve(grid, cfg, run_dir)
 
     return app
