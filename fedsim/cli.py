@@ -346,6 +346,11 @@ def run_job(cfg: DictConfig) -> float | None:
     except FederationError as error:  # the run started: its files up to the last checkpoint stay
         print(f"fedsim: error: {error} (files up to the last checkpoint are in {run_dir})", file=sys.stderr)
         sys.exit(1)
+    except OSError as error:  # a full disk or quota, a folder removed under the run: not the user's input (exit 1)
+        if cfg.get("verbose", False):
+            raise
+        print(f"fedsim: error: {_reason(error)} (the run stopped; what it wrote is in {run_dir})", file=sys.stderr)
+        sys.exit(1)
     print_summary(summary)
     if str(summary.get("stop_reason", "")).startswith("interrupted"):
         print(

@@ -355,6 +355,7 @@ def _positive(key: str, value: float) -> None:
 def validate(cfg: FedsimConfig) -> FedsimConfig:
     """Check ranges and cross-field rules once; return ``cfg`` unchanged when it is valid."""
     _one_of("mode", cfg.mode, MODES)
+    _check("seed", 0 <= cfg.seed < 2**63, "an integer 0 <= seed < 2^63 (numpy and torch seed with it)", cfg.seed)
     for check in (
         _dataset,
         _model,

@@ -27,6 +27,7 @@ from fedsim.checkpoint import (
     write_manifest,
 )
 from fedsim.config import FedsimConfig, as_dict
+from fedsim.data.protocol import split_warnings
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_risk
 from fedsim.ethics.audit import AuditCallback
@@ -230,6 +231,8 @@ class Session:
         return out
 
     def begin(self) -> None:
+        for line in split_warnings(self.rt.data, self.rt.split):  # timestamps that cannot order the split
+            self.utility.warn(line)
         self.callbacks.on_run_begin(self.describe())
 
     def finish(

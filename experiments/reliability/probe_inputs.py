@@ -8,11 +8,22 @@ file that existed before (an earlier run given as ``output_dir``) unchanged, byt
 Inputs are built under /tmp/fedsim-probes (wiped first), so the printed paths are the same on every machine:
 
     python experiments/reliability/probe_inputs.py > /tmp/probes.md      # about 2-3 minutes on 2 cores
+
+The readers' probes of issue 18 (strict ids, unreadable files, ``seed=-1``, a full disk, timestamps that cannot order
+the split) have their own table, which can show another checkout's behaviour next to this one's ("before"):
+
+    python experiments/reliability/probe_inputs.py --readers --before /path/to/a/main/checkout > /tmp/readers.md
+
+A probe's promise depends on what it feeds in: bad input is refused (exit 2, one line); a full disk stops a started
+run with one line (exit 1: not the user's input), keeping what was written; data whose timestamps cannot order the
+leave-one-out split runs (exit 0) and says so in a warning.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +48,11 @@ ML100K = {
     "u.item": ["|".join([str(i), f"Movie {i} (1995)", "01-Jan-1995", "", "http://us.imdb.com/"] + ["0"] * 19)
                for i in (1, 2, 3)],
 }  # fmt: skip
+FAST = ["federation.rounds=1", "federation.backend=inprocess", "progress=false", "attack=off"]  # a run on real files
+TIES = {  # 6 users x 4 items at distinct times; the warning probes make the times tie
+    "u.data": [f"{u}\t{i}\t4\t{881250000 + 10 * i}" for u in range(1, 7) for i in range(u, u + 4)],
+    "u.user": [f"{u}|30|M|writer|00000" for u in range(1, 7)],
+}
 ML1M = {
     "ratings.dat": ["1::1::5::978300760", "1::2::3::978300761", "2::2::4::978300762", "2::3::1::978300763"],
     "users.dat": ["1::M::25::3::00000", "2::F::56::7::00000"],
@@ -101,6 +117,9 @@ class Probe:
     what: str
     args: list[str]
     watched: list[Path] = field(default_factory=list)  # existing paths that must not change
+    code: int = 2  # the promised exit code: 2 bad input, 1 a started run that cannot go on, 0 a run that warns
+    expect: str = ""  # code 0: the warning the console must show
+    reset: Callable[[], None] | None = None  # makes the probe's output folder afresh (it is run twice with --before)
 
 
 def probes() -> list[Probe]:
@@ -189,6 +208,117 @@ def probes() -> list[Probe]:
     ]
 
 
+def _item_id(file: str, line: int, old: str, new: str) -> Callable[[dict[str, list[str]]], None]:
+    """Replace the id at the start of an item-file line."""
+
+    def edit(files: dict[str, list[str]]) -> None:
+        files[file][line - 1] = new + files[file][line - 1][len(old) :]
+
+    return edit
+
+
+def _unreadable(name: str, base: dict[str, list[str]], file: str) -> Path:
+    """A data folder whose ``file`` exists but fails to read: a link to /proc/self/mem, which gives EIO at offset 0
+    (for root too: chmod 000 does not stop root)."""
+    folder = _dataset(name, base, lambda files: None)
+    (folder / file).unlink()
+    (folder / file).symlink_to("/proc/self/mem")
+    return folder
+
+
+def _full_disk(name: str) -> Callable[[], None]:
+    """Makes an output folder afresh whose report.md is /dev/full: the run's last file hits "No space left on
+    device"."""
+
+    def reset() -> None:
+        folder = ROOT / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        (folder / "report.md").symlink_to("/dev/full")
+
+    return reset
+
+
+def _fresh(name: str) -> Callable[[], None]:
+    return lambda: shutil.rmtree(ROOT / name, ignore_errors=True)
+
+
+def reader_probes() -> list[Probe]:
+    """Issue 18 item 11: ids as ASCII digits only, unreadable files, seed=-1, a full disk, untimed data."""
+
+    def equal_times(files: dict[str, list[str]]) -> None:
+        files["u.data"] = [line.rsplit("\t", 1)[0] + "\t881250949" for line in files["u.data"]]
+
+    def last_two_tied(files: dict[str, list[str]]) -> None:  # every user's last two items share a second
+        files["u.data"] = [line.rsplit("\t", 1)[0] + f"\t{881250000 + 10 * min(k % 4, 2)}"
+                           for k, line in enumerate(files["u.data"])]  # fmt: skip
+
+    def ties(name: str, edit: Callable[[dict[str, list[str]]], None]) -> list[str]:
+        path = _dataset(name, TIES, edit)
+        out = ROOT / f"{name}-run"
+        return [
+            "dataset=movielens_100k",
+            f"dataset.path={path}",
+            "evaluation.n_negatives=3",
+            *FAST,
+            f"output_dir={out}",
+        ]
+
+    full, full_ray = f"output_dir={ROOT / 'full-disk'}", f"output_dir={ROOT / 'full-disk-ray'}"
+    return [
+        Probe(
+            "data", "u.data user id 0_2 (int() reads 2)", _ml100k("user-0_2", _set("u.data", 3, "0_2\t2\t4\t1")) + FAST
+        ),
+        Probe("data", "u.data timestamp 88_1", _ml100k("t-underscore", _set("u.data", 2, "1\t2\t3\t88_1")) + FAST),
+        Probe("data", "u.item id 0_2 (garbled)", _ml100k("item-0_2", _item_id("u.item", 2, "2", "0_2")) + FAST),
+        Probe("data", "u.item id +3", _ml100k("item-plus", _item_id("u.item", 3, "3", "+3")) + FAST),
+        Probe("data", "u.item id ' 1' (padded)", _ml100k("item-space", _item_id("u.item", 1, "1", " 1")) + FAST),
+        Probe(
+            "data",
+            "ratings.dat user 0_1 (ML-1M)",
+            _ml1m("ml1m-user-0_1", _set("ratings.dat", 1, "0_1::1::5::1")) + FAST,
+        ),
+        Probe(
+            "data", "movies.dat id '2 ' (ML-1M)", _ml1m("ml1m-item-space", _item_id("movies.dat", 2, "2", "2 ")) + FAST
+        ),
+        Probe(
+            "data",
+            "u.data unreadable (EIO)",
+            ["dataset=movielens_100k", f"dataset.path={_unreadable('eio', ML100K, 'u.data')}"],
+        ),
+        Probe(
+            "data",
+            "users.dat unreadable (EIO, ML-1M)",
+            ["dataset=movielens_1m", f"dataset.path={_unreadable('eio-1m', ML1M, 'users.dat')}"],
+        ),
+        Probe("config", "seed=-1", [*TINY, "seed=-1"]),
+        Probe("output", "disk full while writing run files", [*TINY, full], code=1, reset=_full_disk("full-disk")),
+        Probe(
+            "output",
+            "same, Ray backend",
+            [*TINY, "federation.backend=ray", full_ray],
+            code=1,
+            reset=_full_disk("full-disk-ray"),
+        ),
+        Probe(
+            "data",
+            "u.data: every timestamp equal",
+            ties("equal-times", equal_times),
+            code=0,
+            expect="same timestamp",
+            reset=_fresh("equal-times-run"),
+        ),
+        Probe(
+            "data",
+            "u.data: every user's test item tied",
+            ties("tied", last_two_tied),
+            code=0,
+            expect="ties broken",
+            reset=_fresh("tied-run"),
+        ),
+    ]
+
+
 def _tree(path: Path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): "dir" if p.is_dir() else hashlib.md5(p.read_bytes()).hexdigest()
@@ -200,18 +330,29 @@ def _stand_ins() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("fedsim-refused-*"))
 
 
-def run(probe: Probe, number: int) -> tuple[int, str, bool]:
-    """(exit code, the stderr text on one line, whether every promise held)."""
-    cwd = ROOT / f"cwd-{number:02d}"
+def run(probe: Probe, number: int, checkout: str | None = None) -> tuple[int, str, bool]:
+    """(exit code, the stderr text on one line, whether every promise held); ``checkout``: run that fedsim instead."""
+    cwd = ROOT / f"cwd-{number:02d}{'-before' if checkout else ''}"
     cwd.mkdir()
+    if probe.reset is not None:
+        probe.reset()
     before = {path: _tree(path) for path in probe.watched}
     stand_ins = _stand_ins()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": checkout} if checkout else {})}
     result = subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", *probe.args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "fedsim.cli", *probe.args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
     )
-    lines = result.stderr.strip().splitlines()
+    if probe.code == 0:  # a run that must complete and warn
+        said = [line for line in result.stdout.splitlines() if "warning:" in line and probe.expect in line]
+        clean = result.returncode == 0 and "Traceback" not in result.stderr and bool(said)
+        shutil.rmtree(cwd)
+        return result.returncode, (said or ["(no warning)"])[0], clean
+    errors = [
+        line for line in result.stderr.strip().splitlines() if probe.code != 1 or line.startswith("fedsim: error")
+    ]
+    lines = result.stderr.strip().splitlines() if probe.code != 1 or "Traceback" in result.stderr else errors
     clean = (
-        result.returncode == 2
+        result.returncode == probe.code
         and len(lines) == 1
         and lines[0].startswith("fedsim: error: ")
         and "Traceback" not in result.stderr
@@ -222,23 +363,47 @@ def run(probe: Probe, number: int) -> tuple[int, str, bool]:
         and not (ROOT / "a-file").is_dir()
     )
     shutil.rmtree(cwd)
-    return result.returncode, " ⏎ ".join(lines), clean
+    return result.returncode, _shown(result, lines), clean
+
+
+def _shown(result: subprocess.CompletedProcess, lines: list[str]) -> str:
+    """The stderr as the table shows it: the lines joined, a traceback condensed to its length and last line."""
+    if "Traceback" in result.stderr:
+        every = result.stderr.strip().splitlines()
+        last = [line for line in every if line.strip() and not line.startswith("Set the environment")][-1]
+        return f"a {len(every)}-line traceback ending {last}"
+    if not lines and result.returncode == 0:
+        return "(nothing: the run was accepted and trained)"
+    return " ⏎ ".join(lines)
+
+
+def _cell(code: int, text: str, clean: bool) -> str:
+    return f"{code} | `{text.replace('|', chr(92) + '|')}` | {'yes' if clean else '**NO**'}"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readers", action="store_true", help="only the readers' probes of issue 18")
+    parser.add_argument("--before", default=None, help="another checkout (its root) to run each probe with as well")
+    args = parser.parse_args()
     if ROOT.exists():
         shutil.rmtree(ROOT)
     DATA.mkdir(parents=True)
-    table = ["| # | input | overrides (after `fedsim`) | exit | stderr (exact) | one line, no traceback, no junk |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    chosen = reader_probes() if args.readers else [*probes(), *reader_probes()]
+    head = "| # | input | overrides (after `fedsim`) |"
+    head += " before: exit | before: stderr or warning | promise held |" if args.before else ""
+    table = [head + " exit | stderr (exact), or the warning | promise held (one line, no traceback, no junk) |"]
+    table.append("|" + "---|" * (table[0].count("|") - 1))
     failures = 0
-    for number, probe in enumerate(probes(), start=1):
-        code, stderr, clean = run(probe, number)
+    for number, probe in enumerate(chosen, start=1):
+        cells = []
+        if args.before:
+            cells.append(_cell(*run(probe, number, args.before)))
+        code, text, clean = run(probe, number)
+        cells.append(_cell(code, text, clean))
         failures += not clean
-        shown = " ".join(arg for arg in probe.args if arg not in TINY)
-        stderr = stderr.replace("|", "\\|")
-        verdict = "yes" if clean else "**NO**"
-        table.append(f"| {number} | {probe.group}: {probe.what} | `{shown}` | {code} | `{stderr}` | {verdict} |")
+        shown = " ".join(arg for arg in probe.args if arg not in TINY and arg not in FAST)
+        table.append(f"| {number} | {probe.group}: {probe.what} | `{shown}` | " + " | ".join(cells) + " |")
         print(f"{number:2d} {'ok ' if clean else 'BAD'} {probe.what}", file=sys.stderr)
     print("\n".join(table))
     print(f"\n{len(table) - 2} probes, {failures} broke a promise.")

@@ -25,6 +25,7 @@ columns cannot be trusted either.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ ML100K_MD5 = {
 ML1M_AGE_BRACKETS = {1: "<18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 
 _INT64_END = 2**63  # ids are stored as int64, so every id must lie below this
+# An integer field is ASCII digits, with a minus sign for the range check to refuse: Python's int() also accepts
+# "1_96" (as 196), " 7 ", "+3" and other scripts' digits ("٣"), which no GroupLens file holds — a garbled row that
+# int() reads as some other id would silently join the wrong user or item.
+_INTEGER = re.compile(r"-?[0-9]+")
 TIMESTAMP_END = 4_102_444_800  # 2100-01-01T00:00:00Z in Unix seconds: see the module docstring
 
 
@@ -99,7 +104,10 @@ def _read_table(path: Path, sep: str, n_fields: int, sep_name: str) -> _Table:
     """
     rows: list[list[str]] = []
     line_nos: list[int] = []
-    lines = path.read_text(encoding="latin-1").split("\n")
+    try:
+        lines = path.read_text(encoding="latin-1").split("\n")
+    except OSError as error:  # permissions, an I/O error, a special file: one line, not a traceback
+        raise DatasetError(f"{path}: cannot be read: {error.strerror or error}") from None
     for line_no, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
         if not line.strip(" "):
@@ -131,6 +139,9 @@ class _IntField:
 
     def parse(self, texts: Sequence[str]) -> np.ndarray | None:
         """All values as int64, or None when at least one is not allowed (then :meth:`problem` says which)."""
+        joined = "".join(texts)  # the common case, all plain digits, checked in C; else value by value
+        if not (joined.isascii() and joined.isdigit()) and not all(_INTEGER.fullmatch(text) for text in texts):
+            return None
         try:
             values = np.fromiter(map(int, texts), dtype=np.int64, count=len(texts))
         except (ValueError, OverflowError):
@@ -141,10 +152,9 @@ class _IntField:
         return values if bool(np.all(ok)) else None
 
     def problem(self, text: str) -> str | None:
-        try:
-            value = int(text)
-        except ValueError:
+        if not _INTEGER.fullmatch(text):
             return f"{self.name} {text!r} is not an integer; allowed: {self.allowed}"
+        value = int(text)
         if not self.low <= value < self.high:
             return f"{self.name} {text.strip()} is out of range; allowed: {self.allowed}"
         if self.codes and value not in self.codes:

@@ -1,4 +1,5 @@
-"""The ethics controls a run switched on — fairness mitigation and erasure — as threat-model entries.
+"""The ethics controls a run switched on — fairness mitigation, erasure, the consent fallback — as threat-model
+entries.
 
 The threat model (``summary.json``, report.md) says what leaves a device and what is claimed; these controls change
 both, so each says it in one entry when (and only when) it is on.
@@ -13,9 +14,26 @@ from fedsim.ethics.erasure import POLICY_TEXT
 from fedsim.mitigation import describe, rerank_protocol
 
 
+def consent_fallback_threat(cfg: FedsimConfig) -> dict[str, str]:
+    """``consent_fallback``: what the users who declined personalisation are ranked with, when it is a statistic of
+    the others' data that no mechanism noises (``consent.fallback=popularity``); empty otherwise."""
+    co = cfg.consent
+    if co.fallback != "popularity" or (co.opt_out_rate <= 0 and co.decline_personalization <= 0):
+        return {}
+    who = [f"opted out: consent.opt_out_rate={co.opt_out_rate:g}"] if co.opt_out_rate > 0 else []
+    who += [f"declined personalisation: {co.decline_personalization:g}"] if co.decline_personalization > 0 else []
+    return {
+        "consent_fallback": f"the users served the non-personalised fallback ({'; '.join(who)}) are ranked by exact "
+        "item-popularity counts over the training data of every contributing user (consent.fallback=popularity): a "
+        "statistic of the contributors' data that reaches those devices without noise, so no privacy mechanism "
+        "covers it (ε, where there is one, is for the shared model only; one contributor changes each count of an "
+        "item it holds by one). consent.fallback=shared_model ranks them with the released shared model instead"
+    }
+
+
 def controls_threat_model(cfg: FedsimConfig) -> dict[str, Any]:
-    """``fairness_mitigation`` and ``erasure`` entries (empty when both are off)."""
-    out: dict[str, Any] = {}
+    """``fairness_mitigation``, ``erasure`` and ``consent_fallback`` entries (empty when all are off)."""
+    out: dict[str, Any] = dict(consent_fallback_threat(cfg))
     mi = cfg.mitigation
     remedies = sorted(
         {r.remediation for r in cfg.audit.rules.values() if r.remediation in ("exposure_regularizer", "rerank")}

@@ -6,13 +6,18 @@ callback that turns it into ``risk/*`` metrics.
 * **Membership inference**: at each evaluation the devices of opted-in and held-out users report the attacker's loss
   (a fresh embedding fitted with the shared model frozen) — :func:`membership_losses`; members are users who took
   part at least once.
-* :class:`RiskMonitor` aggregates both into ``risk/*`` scalars next to the accountant's ceiling.
+* :class:`RiskMonitor` aggregates both into ``risk/*`` scalars next to the accountant's ceiling, and writes the
+  membership attack's per-user scores of the latest evaluation to ``risk/mia_scores.csv`` (user, member label,
+  loss, score = −loss), so that ``risk/mia_auc`` can be recomputed from the run's files.
 
 The math (AUC, advantage, intervals) is in :mod:`fedsim.ethics.attacks`.
 """
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,8 @@ from fedsim.training.local import train_users
 from fedsim.updates import LocalResult
 
 ITEMSET_KEYS = (("auc", "auc"), ("tpr1", "tpr_at_1pct_fpr"), ("precision", "precision"))
+MIA_SCORES = Path("risk") / "mia_scores.csv"
+"""The membership attack's scores at the latest evaluation, relative to the run folder."""
 
 
 def attack_uploads(
@@ -79,6 +86,10 @@ class RiskMonitor(Callback):
         self.max_advantage_bound = max_advantage_bound
         self.membership_loss: dict[int, float] = {}
         self.latest: dict[str, float] = {}
+        self.run_dir: Path | None = None
+
+    def on_run_begin(self, info: dict[str, Any]) -> None:
+        self.run_dir = Path(info["run_dir"]) if info.get("run_dir") else None
 
     def on_round_end(self, report: RoundReport) -> None:
         uploads = report.upload_metrics
@@ -101,5 +112,24 @@ class RiskMonitor(Callback):
             nonmembers = roles == HOLDOUT
             if members.any() and nonmembers.any():
                 out.update(membership_attack(losses[members], losses[nonmembers], seed=self.seed))
+                self._save_scores(report.server_round, users, losses, members, nonmembers)
         report.metrics.update(out)
         return None
+
+    def _save_scores(
+        self, server_round: int, users: np.ndarray, losses: np.ndarray, members: np.ndarray, nonmembers: np.ndarray
+    ) -> None:
+        """``risk/mia_scores.csv``: one row per user the attack scored at this evaluation (member 1, held out 0),
+        replaced at each evaluation (temp file + rename), so it always matches the run's latest ``risk/mia_auc``."""
+        if self.run_dir is None:
+            return
+        path = self.run_dir / MIA_SCORES
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["round", "user", "member", "loss", "score"])
+            scored = members | nonmembers
+            for user, loss, member in zip(users[scored], losses[scored], members[scored], strict=True):
+                writer.writerow([server_round, int(user), int(member), repr(float(loss)), repr(-float(loss))])
+        os.replace(tmp, path)

@@ -4,9 +4,9 @@ Each participating device fits only its private user embedding against the share
 initialised (seeded, data-independent); the shared parameters are frozen on the device (round config
 ``"train-shared": False``), the upload is a zero update with no training statistics, and the server releases
 nothing: its mean update is zero, so the model never changes. Nothing that depends on a user's data leaves the
-device except the evaluation metrics every run reports (not covered, as under every mechanism), so the shared model
-is exactly 0-DP. This is the floor of the privacy frontier: what personalisation alone buys without any
-collaboration.
+device except the evaluation metrics every run reports and the simulated attacks' scores (both listed as not
+covered), so the shared model is exactly 0-DP. This is the floor of the privacy frontier: what personalisation
+alone buys without any collaboration.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ class OnDevice(NoPrivacy):
             "unit": "user (all of a user's interactions)",
             "trusted": "nobody: devices upload a zero update and no training statistics",
             "covers": "the shared model, which is the data-independent initial model in every round",
-            "not_covered": "participation and the evaluation metrics the devices report",
+            "not_covered": "participation, the evaluation metrics the devices report, and the simulated attacks' "
+            "scores that the devices compute and send to the server: the item-set attack's attack-* AUC, TPR and "
+            "precision on the device's own upload against its user's items, and the membership attack's per-user "
+            "loss (mia-loss) — the last two exist only to measure the simulation; a real device would not send them",
             "guarantee": "ε = 0 exactly for the shared model (it never depends on any user's data)",
             "short": "on-device only, ε = 0 (the shared model is never updated)",
         }

@@ -1,4 +1,9 @@
-"""``fedsim-report <sweep dir>``: frontier.csv, frontier_runs.csv, frontier.png and frontier.md in that directory.
+"""``fedsim-report <sweep dir> [--include-unfinished]``: frontier.csv, frontier_runs.csv, frontier.png (and, when
+several settings vary, frontier_by_<key>.png) and frontier.md in that directory.
+
+Runs that did not finish (``"finished": false`` in summary.json: stopped by Ctrl-C, a budget or a pause, or dead
+before writing it) are left out of the frontier and listed with their ``stop_reason``; ``--include-unfinished``
+reports those that evaluated at least once, marked as such.
 
 ``fedsim-report compare <run A> <run B> [--out DIR]``: compare.md, group by group, who is worse off in B than in A
 (:mod:`fedsim.report.compare`).
@@ -10,9 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.report.collect import ReportError, collect_runs
+from fedsim.report.collect import ReportError, RunRecord, collect_runs
 from fedsim.report.compare import MIN_GROUP_SIZE, compare_runs
-from fedsim.report.frontier import RUN_COLUMNS, SETTING_COLUMNS, aggregate, markdown, plot, run_row, write_csv
+from fedsim.report.frontier import RUN_COLUMNS, SETTING_COLUMNS, aggregate, markdown, plots, run_row, write_csv
+from fedsim.report.sweep import describe
 
 
 def compare_main(argv: list[str]) -> int:
@@ -38,26 +44,41 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
+def _entry(record: RunRecord, root: Path) -> str:
+    return f"`{record.path.relative_to(root)}` ({record.stop_reason()})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "compare":
         return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="fedsim-report", description=__doc__)
     parser.add_argument("sweep_dir", help="a folder of runs, e.g. results/sweeps/privacy_frontier/<timestamp>")
+    parser.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="also report runs stopped early that evaluated at least once (marked in the tables)",
+    )
     args = parser.parse_args(argv)
     root = Path(args.sweep_dir)
     try:
-        finished, unfinished = collect_runs(root)
+        reported, left_out = collect_runs(root, include_unfinished=args.include_unfinished)
     except ReportError as error:
         print(f"fedsim-report: error: {error}", file=sys.stderr)
         return 2
-    runs = [run_row(r, root, r.summary.get("evaluation_k", 10)) for r in finished]
+    sweep = describe(reported)
+    k = int(reported[0].summary.get("evaluation_k", 10))
+    negatives = int(reported[0].get("config.evaluation.n_negatives", 99))
+    runs = [run_row(r, root, k, sweep) for r in reported]
     settings = aggregate(runs)
-    write_csv(root / "frontier_runs.csv", runs, RUN_COLUMNS)
-    write_csv(root / "frontier.csv", settings, SETTING_COLUMNS)
-    plot(root / "frontier.png", settings)
-    pending = [str(r.path.relative_to(root)) for r in unfinished]
-    text = markdown(settings, runs, pending, root)
+    extra = [key for key in sweep.keys if key not in RUN_COLUMNS]
+    write_csv(root / "frontier_runs.csv", runs, [*RUN_COLUMNS, *extra])
+    lines = [key for key in extra if key in sweep.line_keys]  # the values of each line's keys, after its label
+    write_csv(root / "frontier.csv", settings, [SETTING_COLUMNS[0], *lines, *SETTING_COLUMNS[1:]])
+    plots(root, settings, sweep.line_keys, k, negatives)
+    pending = [_entry(r, root) for r in left_out]
+    included = [_entry(r, root) for r in reported if not r.finished]
+    text = markdown(settings, runs, pending, root, sweep.line_keys, included)
     (root / "frontier.md").write_text(text)
     print(text)
     if pending:

@@ -259,6 +259,63 @@ BAD_DATA = {
         "2b::Beta (1991)::Comedy",
         "item '2b' is not an integer; allowed: a positive integer id below 2^63",
     ),
+    # int() reads these as numbers: "1_1" as 11, " 1 " as 1, "+3" as 3; ids, ratings, times are ASCII digits only
+    "user-with-underscore": (
+        "ml-100k",
+        "u.data",
+        3,
+        "1_1\t2\t4\t102",
+        "user '1_1' is not an integer; allowed: a positive integer id below 2^63",
+    ),
+    "item-file-underscore-id": (
+        "ml-100k",
+        "u.item",
+        2,
+        _item_row(2, "Beta (1991)").replace("2|", "0_2|", 1),
+        "item '0_2' is not an integer; allowed: a positive integer id below 2^63",
+    ),
+    "item-file-plus-id": (
+        "ml-100k",
+        "u.item",
+        3,
+        _item_row(3, "Gamma (1992)").replace("3|", "+3|", 1),
+        "item '+3' is not an integer; allowed: a positive integer id below 2^63",
+    ),
+    "item-file-padded-id": (
+        "ml-100k",
+        "u.item",
+        1,
+        _item_row(1, "Alpha (1990)").replace("1|", " 1 |", 1),
+        "item ' 1 ' is not an integer; allowed: a positive integer id below 2^63",
+    ),
+    "timestamp-with-underscore": (
+        "ml-100k",
+        "u.data",
+        2,
+        "1\t2\t3\t10_1",
+        f"timestamp '10_1' is not an integer; allowed: {TIMESTAMPS}",
+    ),
+    "age-with-underscore": (
+        "ml-100k",
+        "u.user",
+        1,
+        "1|2_4|M|writer|00000",
+        "age '2_4' is not an integer; allowed: an integer 0..150",
+    ),
+    "ml1m-movies-trailing-space-id": (
+        "ml-1m",
+        "movies.dat",
+        2,
+        "2 ::Beta (1991)::Comedy",
+        "item '2 ' is not an integer; allowed: a positive integer id below 2^63",
+    ),
+    "ml1m-timestamp-with-underscore": (
+        "ml-1m",
+        "ratings.dat",
+        4,
+        "2::3::1::1_03",
+        f"timestamp '1_03' is not an integer; allowed: {TIMESTAMPS}",
+    ),
     "ml1m-age-not-a-code": (
         "ml-1m",
         "users.dat",
@@ -344,3 +401,18 @@ def test_one_bad_line_in_a_copy_of_real_ml100k_is_located(ml100k_path, tmp_path)
     with pytest.raises(DatasetError) as error:
         load_ml100k(tmp_path)
     assert str(error.value) == f"{tmp_path / 'u.data'} line 17: rating 'x' is not an integer; allowed: {RATINGS}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc (a file that fails to read)")
+@pytest.mark.parametrize("dataset", ["ml-100k", "ml-1m"])
+def test_an_unreadable_file_is_one_line(tmp_path, dataset):
+    """A file that exists but cannot be read (permissions, an I/O error) was an OSError traceback. /proc/self/mem
+    fails to read at offset 0 with EIO for root too (chmod 000 does not stop root)."""
+    files = _valid_files(dataset)
+    _write(tmp_path, files)
+    name = "u.data" if dataset == "ml-100k" else "users.dat"
+    (tmp_path / name).unlink()
+    (tmp_path / name).symlink_to("/proc/self/mem")
+    with pytest.raises(DatasetError) as error:
+        _load(dataset, tmp_path)
+    assert str(error.value) == f"{tmp_path / name}: cannot be read: Input/output error"

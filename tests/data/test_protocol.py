@@ -3,7 +3,7 @@ import pytest
 
 from fedsim.data.interactions import Interactions
 from fedsim.data.negatives import draw_user_samples
-from fedsim.data.protocol import leave_one_out
+from fedsim.data.protocol import leave_one_out, split_warnings
 from fedsim.data.sharding import shard_users
 from fedsim.data.synthetic import generate_synthetic
 
@@ -85,3 +85,27 @@ def test_sharding_covers_every_user_once_and_balances_work():
     loads = [work[s].sum() for s in shards]
     assert max(loads) - min(loads) <= 50
     assert [s.tolist() for s in shard_users(work, 10)] == [[u] for u in range(10)]
+
+
+def test_a_split_that_time_cannot_order_warns():
+    """Issue 18 item 11: a file whose timestamps are all equal, or where most users' test item is tie-broken by item
+    id (several items share their latest timestamp), is not split by time; the run says so."""
+    same_time = _log([(u, i, 7) for u in range(4) for i in range(u, u + 4)], n_users=4, n_items=30)
+    (line,) = split_warnings(same_time, leave_one_out(same_time, n_negatives=5))
+    assert "same timestamp (7)" in line and "cannot be by time" in line
+
+    # 3 of 4 evaluated users end on two items at the same time (75% > 50%); user 3's last event is alone
+    rows = [(u, i, 10 * i) for u in range(4) for i in range(1, 4)] + [(u, 9, 30) for u in range(3)]
+    tied = _log(rows, n_users=4, n_items=30)
+    (line,) = split_warnings(tied, leave_one_out(tied, n_negatives=5))
+    assert line.startswith("3 of 4 evaluated users (75%)") and "ties broken by item id" in line
+
+    # 2 of 4 tied (50%, not more than half): no warning; a repeated event later in time does not make a tie
+    half = _log(rows[:-1] + [(3, 1, 30)], n_users=4, n_items=30)
+    assert split_warnings(half, leave_one_out(half, n_negatives=5)) == []
+    assert split_warnings(*_synthetic_split()) == []
+
+
+def _synthetic_split():
+    data = generate_synthetic(n_users=30, n_items=200, seed=1)
+    return data, leave_one_out(data, n_negatives=20, seed=3)
