@@ -21,28 +21,57 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
-STOP_REQUESTED = threading.Event()  # set by the first Ctrl-C; the round loop stops after the round in progress
+STOP_REQUESTED = threading.Event()  # set by the first SIGINT/SIGTERM; the round loop stops after the round in progress
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the signal that set STOP_REQUESTED (its number gives the exit code, 128 + signum)
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: the run stops at once, mid-round (its files up to the last checkpoint stay)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_signal() -> int | None:
+    """The signal that asked the run in progress (or the last run) to stop, or None."""
+    return _received[0] if _received else None
+
+
+def stop_cause() -> str:
+    """How the stop request reads in ``stop_reason``: Ctrl-C as before, SIGTERM (a scheduler, ``kill``) named."""
+    return (
+        "interrupted"
+        if stop_signal() in (None, signal.SIGINT)
+        else f"interrupted by {signal.Signals(_received[0]).name}"
+    )
 
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[None]:
-    """The first SIGINT asks the run to stop after the current round (checkpoint, files, one line); a second one
-    interrupts at once. Only the main thread may install signal handlers: elsewhere this does nothing."""
+    """The first SIGINT or SIGTERM asks the run to stop after the current round (checkpoint, files, one line); a
+    second one raises :class:`StopNow` at once. SIGTERM is what schedulers, ``kill`` and ``docker stop`` send: it
+    gets the same clean stop as Ctrl-C instead of killing the run mid-write. Only the main thread may install signal
+    handlers: elsewhere this does nothing."""
     STOP_REQUESTED.clear()
+    _received.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         if STOP_REQUESTED.is_set():
-            raise KeyboardInterrupt
+            raise StopNow(signum)
+        _received.append(signum)
         STOP_REQUESTED.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def quiet_flower(verbose: bool) -> None:
