@@ -219,7 +219,9 @@ def resume_a_live_run(repo: Path, work: Path) -> str:
     live = work / "live"
     run = Fedsim(repo, work, *INPROCESS, "federation.rounds=300", f"output_dir={live}")
     run.wait_for(lambda: checkpoint_round(live) >= 1)
-    second = Fedsim(repo, work, *INPROCESS, "federation.rounds=301", f"resume_from={live}", f"output_dir={work / 'fork'}")
+    second = Fedsim(
+        repo, work, *INPROCESS, "federation.rounds=301", f"resume_from={live}", f"output_dir={work / 'fork'}"
+    )
     took = second.finish(limit=20)
     run.send(signal.SIGINT)
     run.finish()
@@ -261,7 +263,9 @@ def second_ctrl_c(repo: Path, work: Path, group: bool) -> str:
     time.sleep(0.5)
     run.send(signal.SIGINT, group)
     took = run.finish(limit=HANG_CAP_S)
-    timing = f"still running {HANG_CAP_S:.0f} s later (killed)" if took is None else f"exit {run.code} after {took:.1f} s"
+    timing = (
+        f"still running {HANG_CAP_S:.0f} s later (killed)" if took is None else f"exit {run.code} after {took:.1f} s"
+    )
     return (
         f"{timing}; {len(run.err_lines())} stderr lines; tracebacks {run.tracebacks()}; "
         f"Ray processes at exit → +10 s: {run.leftovers()}"

@@ -108,7 +108,7 @@ class UtilityMonitor(Callback):
             ),
         }
         return [
-            f"{len(self.faults[key])} {head} ({_rounds(self.faults[key])}): {tail}"
+            f"{len(self.faults[key])} {head} ({round_ranges(self.faults[key])}): {tail}"
             for key, (head, tail) in what.items()
             if self.faults[key]
         ]
@@ -133,7 +133,7 @@ class UtilityMonitor(Callback):
         say(f"warning: {line}")
 
 
-def _rounds(rounds: list[int]) -> str:
+def round_ranges(rounds: list[int]) -> str:
     """``rounds 1-3, 5, 8-9``: consecutive rounds as ranges (a warning about 900 rounds stays one line)."""
     spans: list[list[int]] = []
     for r in sorted(set(rounds)):
