@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -24,6 +24,7 @@ from flwr.supercore.task_identity import TaskIdentity
 STOP_REQUESTED = threading.Event()  # set by the first SIGINT/SIGTERM; the round loop stops after the round in progress
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signal that set STOP_REQUESTED (its number gives the exit code, 128 + signum)
+_handlers: list[Callable[[int, object], None]] = []  # stop_on_interrupt's handler while it is in force
 
 
 class StopNow(KeyboardInterrupt):
@@ -67,11 +68,35 @@ def stop_on_interrupt() -> Iterator[None]:
         STOP_REQUESTED.set()
 
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    _handlers.append(handler)
     try:
         yield
     finally:
+        _handlers.remove(handler)
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _ray_keeps_our_sigterm() -> Iterator[None]:
+    """Keep :func:`stop_on_interrupt`'s SIGTERM handler through ``ray.init``, which installs its own in the main
+    thread (``sys.exit``: SIGTERM would abort the round in progress and lose the run's last files). While fedsim's
+    handler is in force, ``ray.init`` is left without one: fedsim stops the run, and Flower's shutdown stops Ray.
+    Ray's helper is private API, so when it is not there this does nothing (tests/test_signals.py would say so)."""
+    try:
+        from ray._private import utils as ray_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(ray_utils, "set_sigterm_handler", None)
+    if original is None or not _handlers or signal.getsignal(signal.SIGTERM) is not _handlers[-1]:
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
 
 
 def quiet_flower(verbose: bool) -> None:
@@ -99,6 +124,10 @@ def run_federation(
     ray_address: str | None = None,
 ) -> None:
     """Run the apps on ``num_nodes`` virtual nodes (Ray actors sized by ``num_cpus_per_node``)."""
+    # Ray's C++ failure-signal handler (absl) also catches SIGTERM in the driver: it dumps a stack to stderr and
+    # aborts the process (exit -6) after fedsim's clean stop. fedsim handles SIGTERM itself (stop_on_interrupt); Ray
+    # reads this when it is imported, just below.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     from flwr.simulation import run_simulation
 
     quiet_flower(verbose)
@@ -122,13 +151,14 @@ def run_federation(
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_nodes,
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
+        with _ray_keeps_our_sigterm():
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_nodes,
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
     finally:
         for key, value in previous.items():
             if value is None:
