@@ -17,7 +17,12 @@ Why the output handling looks the way it does:
   the same second already took it (names stay as readable as before).
 * An explicit ``output_dir`` is the run folder itself (``.hydra/`` included). One that already holds a run
   (``summary.json`` or ``metrics.jsonl``) is refused rather than mixed: continuing a run is ``resume_from``, which
-  writes to a new folder.
+  writes to a new folder. Two runs started on the same empty folder at the same moment both pass that check, so the
+  check also takes the folder's lock (:mod:`fedsim.runlock`) before Hydra writes anything there; the loser is
+  refused with one line and the winner's files are untouched. A ``resume_from`` is read before ``output_dir`` is
+  created, so a refused one leaves no folder; one whose run is still running (its lock is held) is refused.
+* Signals: a first SIGINT/SIGTERM stops the run after its round (exit 130/143, one line); a second one stops it at
+  once (:func:`_stopped_at_once`), also under Ray.
 """
 
 from __future__ import annotations
@@ -113,18 +118,13 @@ def claim(base: Path) -> Path:
         return candidate
 
 
-def _in_use(what: str, pid: int) -> str:
-    by = f"another fedsim run (pid {pid})" if pid else "another fedsim run"
-    return f"{what} is in use by {by}; wait for it to end or stop it (Ctrl-C), or choose another folder"
-
-
 def output_problem(path: Path) -> str | None:
     """Why an explicit ``output_dir`` cannot take a new run (a live run holds it, it holds a run, or it cannot be
     written), else None — and then this process holds its lock (:mod:`fedsim.runlock`) until it ends, so that a run
     started at the same moment on the same folder is refused instead of writing into it too."""
     pid = runlock.holder(path)  # checked first, creating nothing in a folder that is not ours
     if pid is not None:
-        return _in_use(f"output_dir={path}", pid)
+        return runlock.in_use(f"output_dir={path}", pid)
     held = [name for name in RUN_FILES if (path / name).exists()]
     if held:
         return (
@@ -137,7 +137,7 @@ def output_problem(path: Path) -> str | None:
     except OSError as error:
         return f"output_dir={path} is not writable: {_reason(error)}"
     if pid is not None:  # a run started at the same moment won the lock
-        return _in_use(f"output_dir={path}", pid)
+        return runlock.in_use(f"output_dir={path}", pid)
     if any((path / name).exists() for name in RUN_FILES):  # a run ended there between the checks
         runlock.release(path)
         return output_problem(path)
@@ -244,7 +244,7 @@ def check_resume(config: FedsimConfig) -> None:
     if config.resume_from:
         pid = runlock.holder(config.resume_from)
         if pid is not None:  # its checkpoint is still moving: a resume now would fork the run
-            raise ConfigError(_in_use(f"resume_from={config.resume_from}", pid))
+            raise ConfigError(runlock.in_use(f"resume_from={config.resume_from}", pid))
         from fedsim.session import load_resume  # heavy imports (torch), only for a resume
 
         load_resume(config)

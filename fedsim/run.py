@@ -39,7 +39,7 @@ def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
     locked_here = not runlock.holds(run_dir)
     pid = runlock.acquire(run_dir)
     if pid is not None:
-        raise ConfigError(f"{run_dir} is in use by another fedsim run{f' (pid {pid})' if pid else ''}")
+        raise ConfigError(runlock.in_use(str(run_dir), pid))
     try:
         clear_stale_worlds(run_dir, cfg.resume_from)
         with stop_on_interrupt():

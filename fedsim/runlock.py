@@ -31,6 +31,12 @@ def _key(folder: str | Path) -> Path:
     return Path(os.path.abspath(folder))
 
 
+def in_use(what: str, pid: int) -> str:
+    """The one-line refusal for a folder another live run holds (``what``: ``output_dir=...``, ``resume_from=...``)."""
+    by = f"another fedsim run (pid {pid})" if pid else "another fedsim run"
+    return f"{what} is in use by {by}; wait for it to end or stop it (Ctrl-C), or choose another folder"
+
+
 def holds(folder: str | Path) -> bool:
     """Whether this process holds ``folder``'s lock."""
     return _key(folder) in _held
