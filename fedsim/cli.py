@@ -440,6 +440,9 @@ def main() -> Any:
             for folder in _claimed:
                 discard(folder, JOB_LOG)
         raise
+    except KeyboardInterrupt:  # outside a run (Hydra starting, the summary printing): its files are complete
+        print("fedsim: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def world_main(argv: Sequence[str] | None = None) -> None:

@@ -167,6 +167,10 @@ def run_federation(
                 os.environ[key] = value
         if not verbose:
             logging.getLogger("flwr").setLevel(logging.CRITICAL)
+        import ray
+
+        if ray.is_initialized():  # Flower stops Ray as it ends; a second signal during ray.init would skip that
+            ray.shutdown()
 
 
 def node_context(partition: int, num_nodes: int, node_id: int = 7, run_id: int = 1) -> Context:

@@ -16,15 +16,19 @@ def _rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_federation_with_30_percent_node_crashes_completes_and_accounts_every_round(tmp_path):
-    cfg = tiny_config(
+def _crashing(crash_prob: float, noise_multiplier: float):
+    """Six rounds of central DP on 10 nodes of 4 users, each node crashing with ``crash_prob`` per round."""
+    return tiny_config(
         "privacy=central",
-        "privacy.noise_multiplier=2.0",
-        "federation.node_crash_prob=0.3",
+        f"privacy.noise_multiplier={noise_multiplier}",
+        f"federation.node_crash_prob={crash_prob}",
         "federation.users_per_node=4",
         rounds=6,
     )
-    summary = run(cfg, tmp_path)
+
+
+def test_a_federation_with_30_percent_node_crashes_completes_and_accounts_every_round(tmp_path):
+    summary = run(_crashing(0.3, 2.0), tmp_path)
     rows = [r for r in _rows(tmp_path) if "faults/node_failures" in r]
     assert summary["rounds_completed"] == 6 and len(rows) == 6
     assert sum(r["faults/node_failures"] for r in rows) > 0  # faults happened, and were survived
@@ -66,13 +70,7 @@ def test_rounds_that_lost_most_nodes_or_trained_no_user_are_said_on_the_console_
     """node_crash_prob=0.99: most rounds train nobody, the run still ends normally — and now says so (issue 18,
     item 10): once on the console when it first happens, then in summary.json's warnings and at the top of report.md
     (which format_summary prints at the end)."""
-    cfg = tiny_config(
-        "privacy=central",
-        "privacy.noise_multiplier=1.0",
-        "federation.node_crash_prob=0.99",
-        "federation.users_per_node=4",
-        rounds=6,
-    )
+    cfg = _crashing(0.99, 1.0)
     summary = run(cfg, tmp_path)
     rows = [r for r in _rows(tmp_path) if "train/users" in r]
     nobody = [r["round"] for r in rows if r["train/users"] == 0]
