@@ -17,13 +17,19 @@ Why the output handling looks the way it does:
   the same second already took it (names stay as readable as before).
 * An explicit ``output_dir`` is the run folder itself (``.hydra/`` included). One that already holds a run
   (``summary.json`` or ``metrics.jsonl``) is refused rather than mixed: continuing a run is ``resume_from``, which
-  writes to a new folder.
+  writes to a new folder. Two runs started on the same empty folder at the same moment both pass that check, so the
+  check also takes the folder's lock (:mod:`fedsim.runlock`) before Hydra writes anything there; the loser is
+  refused with one line and the winner's files are untouched. A ``resume_from`` is read before ``output_dir`` is
+  created, so a refused one leaves no folder; one whose run is still running (its lock is held) is refused.
+* Signals: a first SIGINT/SIGTERM stops the run after its round (exit 130/143, one line); a second one stops it at
+  once (:func:`_stopped_at_once`), also under Ray.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +44,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from fedsim import runlock
 from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
 
@@ -112,7 +119,12 @@ def claim(base: Path) -> Path:
 
 
 def output_problem(path: Path) -> str | None:
-    """Why an explicit ``output_dir`` cannot take a new run (it holds one, or cannot be written), else None."""
+    """Why an explicit ``output_dir`` cannot take a new run (a live run holds it, it holds a run, or it cannot be
+    written), else None — and then this process holds its lock (:mod:`fedsim.runlock`) until it ends, so that a run
+    started at the same moment on the same folder is refused instead of writing into it too."""
+    pid = runlock.holder(path)  # checked first, creating nothing in a folder that is not ours
+    if pid is not None:
+        return runlock.in_use(f"output_dir={path}", pid)
     held = [name for name in RUN_FILES if (path / name).exists()]
     if held:
         return (
@@ -121,8 +133,14 @@ def output_problem(path: Path) -> str | None:
         )
     try:
         _probe_writable(path)
+        pid = runlock.acquire(path)
     except OSError as error:
         return f"output_dir={path} is not writable: {_reason(error)}"
+    if pid is not None:  # a run started at the same moment won the lock
+        return runlock.in_use(f"output_dir={path}", pid)
+    if any((path / name).exists() for name in RUN_FILES):  # a run ended there between the checks
+        runlock.release(path)
+        return output_problem(path)
     return None
 
 
@@ -164,6 +182,7 @@ def discard(folder: Path, job_log: str) -> None:
     only job was refused keeps just ``multirun.yaml``). Anything else in the folder keeps it whole: nothing
     already written is lost."""
     folder = _absolute(folder)
+    runlock.release(folder)  # the refused run gives the folder back (and removes its lock file)
     if not folder.is_dir() or not any(p in _created for p in (folder, *folder.parents)):
         return
     removable: list[Path] = []
@@ -195,6 +214,13 @@ def discard(folder: Path, job_log: str) -> None:
             break
 
 
+def _discard_created() -> None:
+    """Before Hydra started: remove the folders this process created (and what it locked), as long as they are
+    empty — a refusal found after an ``output_dir`` check leaves nothing behind."""
+    for folder in sorted(_created, key=lambda p: len(p.parts), reverse=True):
+        discard(folder, JOB_LOG)
+
+
 def one_line(error: HydraException | OmegaConfBaseException) -> str:
     """A Hydra composition error as one line in fedsim's style (Hydra prints five to ten lines, exit code 1)."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
@@ -216,6 +242,9 @@ def check_resume(config: FedsimConfig) -> None:
     is loaded (:func:`fedsim.run.run` reads it again with the privacy state, before Ray starts). It also stops a
     centralized run given ``resume_from``, which would otherwise ignore it and silently start from scratch."""
     if config.resume_from:
+        pid = runlock.holder(config.resume_from)
+        if pid is not None:  # its checkpoint is still moving: a resume now would fork the run
+            raise ConfigError(runlock.in_use(f"resume_from={config.resume_from}", pid))
         from fedsim.resume import load_resume  # heavy imports (torch), only for a resume
 
         load_resume(config)
@@ -303,11 +332,11 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
     with open_dict(cfg):
         del cfg["hydra"]  # resolving it would claim a run folder
     config = to_schema(cfg)
+    check_resume(config)  # before output_dir is created: a refused resume leaves no folder behind
     if config.output_dir:
         problem = output_problem(Path(config.output_dir))
         if problem is not None:
             raise ConfigError(problem)
-    check_resume(config)
     return config
 
 
@@ -329,20 +358,25 @@ def run_job(cfg: DictConfig) -> float | None:
         refusal = next((_refusals[p] for p in (hydra_dir, *hydra_dir.parents) if p in _refusals), None)
         if refusal is not None:
             raise ConfigError(refusal)
+        check_resume(config)  # a sweep job's: before its output_dir is created
         if config.output_dir:
             run_dir = _absolute(config.output_dir)
             problem = output_problem(run_dir)  # a sweep job, or hydra.run.dir overridden: not checked yet
             if problem is not None:
                 raise ConfigError(problem)
-        check_resume(config)
         from fedsim.run import print_summary, run  # heavy imports (torch, flwr) after validation
         from fedsim.server.loop import FederationError
+        from fedsim.simulation import stop_signal
 
-        summary = run(config, config.output_dir or hydra_cfg.runtime.output_dir)
+        summary = run(config, config.output_dir or hydra_cfg.runtime.output_dir)  # locks a fresh Hydra folder
     except (ConfigError, DatasetError) as error:
         for folder in {hydra_dir, run_dir}:
             discard(folder, f"{hydra_cfg.job.name}.log")
         _fail(error)
+    except KeyboardInterrupt as stop:  # a second SIGINT/SIGTERM (fedsim.simulation.StopNow), or Ctrl-C before the run
+        signum = getattr(stop, "signum", None)
+        cause = f"a second {signal.Signals(signum).name}" if signum else "Ctrl-C"
+        _stopped_at_once(cause, signum or signal.SIGINT, run_dir, hydra_dir, f"{hydra_cfg.job.name}.log")
     except FederationError as error:  # the run started: its files up to the last checkpoint stay
         print(f"fedsim: error: {error} (files up to the last checkpoint are in {run_dir})", file=sys.stderr)
         sys.exit(1)
@@ -351,6 +385,8 @@ def run_job(cfg: DictConfig) -> float | None:
             raise
         print(f"fedsim: error: {_reason(error)} (the run stopped; what it wrote is in {run_dir})", file=sys.stderr)
         sys.exit(1)
+    finally:
+        runlock.release(run_dir)  # a sweep's next job may use the same folder only to be refused: it holds a run
     print_summary(summary)
     if str(summary.get("stop_reason", "")).startswith("interrupted"):
         print(
@@ -358,8 +394,37 @@ def run_job(cfg: DictConfig) -> float | None:
             "(and the same overrides)",
             file=sys.stderr,
         )
-        sys.exit(130)
+        sys.exit(128 + (stop_signal() or signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM (the shell's convention)
     return summary.get("best", {}).get(f"val/hr@{config.evaluation.k}")
+
+
+def _stopped_at_once(cause: str, signum: int, run_dir: Path, hydra_dir: Path, job_log: str) -> NoReturn:
+    """A second SIGINT/SIGTERM (``cause``): one line saying what is left to resume from, then exit at once.
+
+    ``os._exit`` and not ``sys.exit``: under Ray, Flower's ServerApp thread and its worker threads are still blocked
+    waiting for replies that will not come (Flower stopped Ray as the interrupt passed through it), and the
+    interpreter would join them at exit — the minute-long hang a second Ctrl-C used to end in. Every file the run
+    wrote is already on disk (each checkpoint, summary.json and metrics row is written whole)."""
+    from fedsim.checkpoint import latest
+
+    try:
+        found = latest(run_dir)
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged pointer: resume_from says what is wrong
+        found = None
+    if found:
+        what = (
+            f"its checkpoint of round {found[0]} is in {run_dir} — continue with: fedsim resume_from={run_dir} "
+            "(and the same overrides)"
+        )
+    else:
+        what = f"no checkpoint was written yet: start it again (what it wrote, if anything, is in {run_dir})"
+        for folder in {hydra_dir, run_dir}:
+            discard(folder, job_log)  # stopped before it wrote anything of its own: no folder is left behind
+    print(f"fedsim: stopped at once by {cause}; {what}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    runlock.release_all()
+    os._exit(128 + signum)
 
 
 def main() -> Any:
@@ -367,7 +432,12 @@ def main() -> Any:
     try:
         preflight(sys.argv[1:])
     except ConfigError as error:
+        _discard_created()  # a folder an output_dir check made before a later check refused
         _fail(error)
+    except KeyboardInterrupt:
+        _discard_created()
+        print("fedsim: stopped by Ctrl-C before the run started", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     try:
         return run_job()
     except SystemExit as stop:
@@ -375,6 +445,9 @@ def main() -> Any:
             for folder in _claimed:
                 discard(folder, JOB_LOG)
         raise
+    except KeyboardInterrupt:  # outside a run (Hydra starting, the summary printing): its files are complete
+        print("fedsim: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def world_main(argv: Sequence[str] | None = None) -> None:

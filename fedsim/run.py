@@ -13,9 +13,10 @@ from typing import Any, cast
 import numpy as np
 from flwr.serverapp import Grid
 
+from fedsim import runlock
 from fedsim.centralized import train_centralized
 from fedsim.client.app import make_client_app
-from fedsim.config import FedsimConfig
+from fedsim.config import ConfigError, FedsimConfig
 from fedsim.privacy import build_mechanism
 from fedsim.privacy.mechanism import NoPrivacy
 from fedsim.resume import load_resume
@@ -29,10 +30,39 @@ WORLD_DIR = ".world"  # the run's arrays for the Ray workers, removed when the f
 
 
 def run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary (a first Ctrl-C stops the run after
-    the round in progress, with its checkpoint and files written: ``stop_reason`` says so)."""
-    with stop_on_interrupt():
-        return _run(cfg, run_dir)
+    """Run ``cfg`` and write its outputs to ``run_dir``; returns the summary (a first Ctrl-C or SIGTERM stops the
+    run after the round in progress, with its checkpoint and files written: ``stop_reason`` says so).
+
+    The run holds ``run_dir``'s lock while it runs (:mod:`fedsim.runlock`; the ``fedsim`` command took it already,
+    before Hydra wrote there): a second run on the same folder is refused with one line instead of interleaving its
+    files with this one's."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    locked_here = not runlock.holds(run_dir)
+    pid = runlock.acquire(run_dir)
+    if pid is not None:
+        raise ConfigError(runlock.in_use(str(run_dir), pid))
+    try:
+        clear_stale_worlds(run_dir, cfg.resume_from)
+        with stop_on_interrupt():
+            return _run(cfg, run_dir)
+    finally:
+        if locked_here:
+            runlock.release(run_dir)
+
+
+def clear_stale_worlds(run_dir: str | Path, resume_from: str | None = None) -> None:
+    """Remove the ``.world/`` arrays that killed runs left behind (a normal end, Ctrl-C or SIGTERM removes its own):
+    the one in the run resumed from, in this folder, and in the sibling run folders whose lock file a dead run left
+    (its lock is free). The arrays are rebuilt from the data at every start, so nothing is lost; a live run's lock is
+    held, and its ``.world/`` is never touched."""
+    folders = {Path(run_dir), *([Path(resume_from)] if resume_from else [])}
+    parent = Path(run_dir).absolute().parent
+    if parent.is_dir():
+        folders.update(p.parent for p in parent.glob(f"*/{runlock.LOCK_FILE}"))
+    for folder in folders:
+        world = folder / WORLD_DIR
+        if world.is_dir() and (runlock.holds(folder) or runlock.holder(folder) is None):
+            shutil.rmtree(world, ignore_errors=True)
 
 
 def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:

@@ -14,35 +14,89 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.supercore.task_identity import TaskIdentity
 
-STOP_REQUESTED = threading.Event()  # set by the first Ctrl-C; the round loop stops after the round in progress
+STOP_REQUESTED = threading.Event()  # set by the first SIGINT/SIGTERM; the round loop stops after the round in progress
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the signal that set STOP_REQUESTED (its number gives the exit code, 128 + signum)
+_handlers: list[Callable[[int, object], None]] = []  # stop_on_interrupt's handler while it is in force
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: the run stops at once, mid-round (its files up to the last checkpoint stay)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_signal() -> int | None:
+    """The signal that asked the run in progress (or the last run) to stop, or None."""
+    return _received[0] if _received else None
+
+
+def stop_cause() -> str:
+    """How the stop request reads in ``stop_reason``: Ctrl-C as before, SIGTERM (a scheduler, ``kill``) named."""
+    return (
+        "interrupted"
+        if stop_signal() in (None, signal.SIGINT)
+        else f"interrupted by {signal.Signals(_received[0]).name}"
+    )
 
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[None]:
-    """The first SIGINT asks the run to stop after the current round (checkpoint, files, one line); a second one
-    interrupts at once. Only the main thread may install signal handlers: elsewhere this does nothing."""
+    """The first SIGINT or SIGTERM asks the run to stop after the current round (checkpoint, files, one line); a
+    second one raises :class:`StopNow` at once. SIGTERM is what schedulers, ``kill`` and ``docker stop`` send: it
+    gets the same clean stop as Ctrl-C instead of killing the run mid-write. Only the main thread may install signal
+    handlers: elsewhere this does nothing."""
     STOP_REQUESTED.clear()
+    _received.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         if STOP_REQUESTED.is_set():
-            raise KeyboardInterrupt
+            raise StopNow(signum)
+        _received.append(signum)
         STOP_REQUESTED.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    _handlers.append(handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _handlers.remove(handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _ray_keeps_our_sigterm() -> Iterator[None]:
+    """Keep :func:`stop_on_interrupt`'s SIGTERM handler through ``ray.init``, which installs its own in the main
+    thread (``sys.exit``: SIGTERM would abort the round in progress and lose the run's last files). While fedsim's
+    handler is in force, ``ray.init`` is left without one: fedsim stops the run, and Flower's shutdown stops Ray.
+    Ray's helper is private API, so when it is not there this does nothing (tests/test_signals.py would say so)."""
+    try:
+        from ray._private import utils as ray_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(ray_utils, "set_sigterm_handler", None)
+    if original is None or not _handlers or signal.getsignal(signal.SIGTERM) is not _handlers[-1]:
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = original
 
 
 def quiet_flower(verbose: bool) -> None:
@@ -70,6 +124,10 @@ def run_federation(
     ray_address: str | None = None,
 ) -> None:
     """Run the apps on ``num_nodes`` virtual nodes (Ray actors sized by ``num_cpus_per_node``)."""
+    # Ray's C++ failure-signal handler (absl) also catches SIGTERM in the driver: it dumps a stack to stderr and
+    # aborts the process (exit -6) after fedsim's clean stop. fedsim handles SIGTERM itself (stop_on_interrupt); Ray
+    # reads this when it is imported, just below.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     from flwr.simulation import run_simulation
 
     quiet_flower(verbose)
@@ -93,13 +151,14 @@ def run_federation(
     previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_nodes,
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
+        with _ray_keeps_our_sigterm():
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_nodes,
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
     finally:
         for key, value in previous.items():
             if value is None:
@@ -108,6 +167,10 @@ def run_federation(
                 os.environ[key] = value
         if not verbose:
             logging.getLogger("flwr").setLevel(logging.CRITICAL)
+        import ray
+
+        if ray.is_initialized():  # Flower stops Ray as it ends; a second signal during ray.init would skip that
+            ray.shutdown()
 
 
 def node_context(partition: int, num_nodes: int, node_id: int = 7, run_id: int = 1) -> Context:

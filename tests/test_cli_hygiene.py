@@ -7,11 +7,12 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from fedsim import cli
+from fedsim import cli, runlock
 
 TINY = (
     "dataset.n_users=40",
@@ -202,3 +203,88 @@ def test_discard_removes_only_hydra_files_in_folders_this_process_created(tmp_pa
     (not_ours / ".hydra").mkdir(parents=True)
     cli.discard(not_ours, "cli.log")
     assert (not_ours / ".hydra").is_dir()
+
+
+# --- one run per folder, also concurrently (issue 18, item 8) --------------------------------------------------------
+def _start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _rounds(run_dir: Path) -> list[int]:
+    return [json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_runs_started_at_once_on_one_output_dir_one_is_refused(tmp_path):
+    """Both see an empty folder when they start; without a lock both wrote into it (metrics rows 1,2,3,1,2,3)."""
+    out = tmp_path / "shared"
+    runs = [_start(*TINY, "federation.rounds=4", f"seed={seed}", f"output_dir={out}", cwd=tmp_path) for seed in (0, 1)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in results) == [0, 2], [err[-2000:] for _, _, err in results]
+    winner = next(i for i, (code, _, _) in enumerate(results) if code == 0)
+    loser = results[1 - winner]
+    line = _refused(subprocess.CompletedProcess([], loser[0], loser[1], loser[2]), f"output_dir={out}")
+    assert "in use by another fedsim run" in line or "already holds a run" in line  # the latter: it started late
+    assert _rounds(out) == [1, 2, 3, 4]
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == winner
+    assert not (out / runlock.LOCK_FILE).exists()  # the winner gave its lock back at the end
+
+
+def test_a_live_run_keeps_its_folder_and_a_dead_one_does_not(tmp_path):
+    """While a run lives, its output_dir and a resume from it are refused with its pid; once it is killed -9 (its
+    lock file left behind), the lock no longer blocks: the run resumes."""
+    live = tmp_path / "live"
+    run = _start(*TINY, "federation.rounds=300", "checkpoint.every=1", f"output_dir={live}", cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and run.poll() is None and not (live / "checkpoint" / "latest.json").is_file():
+            time.sleep(0.05)
+        assert run.poll() is None, run.communicate()[1][-2000:]
+        before = _tree(live / ".hydra")
+        busy = _cli(*TINY, f"output_dir={live}", cwd=tmp_path)
+        _refused(busy, f"output_dir={live} is in use by another fedsim run (pid {run.pid})")
+        fork = tmp_path / "fork"
+        busy = _cli(*TINY, "federation.rounds=400", f"resume_from={live}", f"output_dir={fork}", cwd=tmp_path)
+        _refused(busy, f"resume_from={live} is in use by another fedsim run (pid {run.pid})")
+        assert not fork.exists() and _tree(live / ".hydra") == before
+    finally:
+        run.kill()
+        run.communicate()
+    assert (live / runlock.LOCK_FILE).exists()  # killed: the file stays, the kernel released the lock
+    done = int(json.loads((live / "checkpoint" / "latest.json").read_text())["round"])
+    resumed = tmp_path / "resumed"
+    result = _cli(*TINY, f"federation.rounds={done + 1}", f"resume_from={live}", f"output_dir={resumed}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _rounds(resumed) == [done + 1]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished federated run of one round (the CLI's own configuration), to resume from."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    result = _cli(*TINY, f"output_dir={folder}", cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        pytest.param(["resume_from={nowhere}"], "not a fedsim federated run", id="no-such-run"),
+        pytest.param(["resume_from={a_file}"], "not a fedsim federated run", id="a-file"),
+        pytest.param(["mode=centralized", "resume_from={run}"], "mode=centralized cannot resume", id="centralized"),
+        pytest.param(["model.dim=8", "federation.rounds=3", "resume_from={run}"], "model differs", id="other-model"),
+        pytest.param(["resume_from={run}"], "already completed 1 rounds", id="already-finished"),
+    ],
+)
+def test_a_refused_resume_leaves_no_folder(tmp_path, finished_run, overrides, expected):
+    """Every refusal path of resume_from with a new output_dir whose parents do not exist yet: nothing is created
+    (the run folder without output_dir: test_a_bad_resume_from_is_one_line_and_leaves_no_folder)."""
+    (tmp_path / "a-file").write_text("x")
+    paths = {"nowhere": tmp_path / "nowhere", "a_file": tmp_path / "a-file", "run": finished_run}
+    args = [override.format(**paths) for override in overrides]
+    before = _tree(finished_run)
+    _refused(_cli(*TINY, *args, f"output_dir={tmp_path / 'new' / 'deep' / 'out'}", cwd=tmp_path), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no new/, no results/
+    assert _tree(finished_run) == before

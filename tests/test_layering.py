@@ -8,7 +8,7 @@ import fedsim
 ROOT = Path(fedsim.__file__).parent
 # lower layers first; a package may import only from its own layer or below (README, "How a round works")
 LAYERS = [
-    {"registry", "updates", "simulation", "checkpoint"},
+    {"registry", "updates", "simulation", "checkpoint", "runlock"},
     {"config"},
     {"data", "models"},
     {"training", "metrics", "privacy", "records", "callbacks", "mitigation"},

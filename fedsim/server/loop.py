@@ -46,7 +46,7 @@ from fedsim.server.combine import UploadCombiner
 from fedsim.server.reporting import DeviceBehaviour
 from fedsim.server.sampling import UserSampler
 from fedsim.server.strategy import load_strategy_state, strategy_state, sync_current_model
-from fedsim.simulation import STOP_REQUESTED
+from fedsim.simulation import STOP_REQUESTED, stop_cause
 from fedsim.tracking.console import say
 
 _EVALUATION_FIELDS = frozenset({"user-ids", "top-k", *PER_USER_METRICS})  # an evaluate reply's own fields
@@ -144,7 +144,7 @@ class FederatedLoop:
         last_metrics: dict[str, float] = {}
         for server_round in range(self.first_round, rounds + 1):
             if STOP_REQUESTED.is_set():
-                self._stop("interrupted", f"interrupted after round {self.rounds_completed}")
+                self._stop("interrupted", f"{stop_cause()} after round {self.rounds_completed}")
                 break
             if self.initial_shared is not None and server_round == self.cfg.erasure.round and self._erase(grid):
                 self._stop("erasure", f"erasure.policy=none: users asked to be forgotten at round {server_round}")
@@ -178,6 +178,7 @@ class FederatedLoop:
                 metrics.update(metric_tags(evaluation.mean(), self.cfg.evaluation.k))
                 metrics["time/eval_s"] = time.perf_counter() - t_eval
                 metrics["faults/eval_node_failures"] = float(eval_failures)
+                metrics["faults/eval_nodes"] = float(len(self.partition_of_node))
                 last_eval_round = server_round
             self.rounds_completed = server_round
 
@@ -308,6 +309,7 @@ class FederatedLoop:
         n = max(aggregate.n_users, 1)
         metrics["train/users"] = float(len(users))
         metrics["faults/node_failures"] = float(len(failed))
+        metrics["faults/nodes"] = float(len(to_send))  # the nodes asked to train (hosting sampled users)
         if "train-loss-sum" in aggregate.metrics:  # not reported under local or record-level DP (not covered)
             metrics["train/loss"] = aggregate.metrics["train-loss-sum"] / n
             metrics["train/samples"] = aggregate.metrics.get("samples", 0.0)
