@@ -529,7 +529,8 @@ READ_BY: dict[str, Condition] = {
     # fedsim/ethics/risk.py (attacks on the devices' uploads), fedsim/session.py (re-identification of the data)
     "attack.item_set": FEDERATED,
     "attack.users_per_round": every(FEDERATED, option("attack.item_set", True)),
-    "attack.mitigation": FEDERATED,
+    # DP-SGD trains on the records themselves (fedsim/training/dpsgd.py), not on the mitigated sample stream
+    "attack.mitigation": every(FEDERATED, option("privacy.mechanism", "none", "central", "local", "on_device")),
     "attack.fake_ratio": option("attack.mitigation", "fake_items"),
     "attack.membership": FEDERATED,
     "attack.holdout_share": every(FEDERATED, option("attack.membership", True)),

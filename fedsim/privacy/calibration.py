@@ -11,7 +11,7 @@ import dp_accounting as dpa
 from dp_accounting import dp_event
 from dp_accounting.rdp import RdpAccountant
 
-from fedsim.privacy.accountant import epsilon_of, gaussian_round, pld_accountant
+from fedsim.privacy.accountant import HistoryEntry, epsilon_of, gaussian_round, pld_accountant
 from fedsim.privacy.clipping import count_noise_multiplier, update_noise_multiplier
 
 # Below this the PLD of a Gaussian spans a huge privacy-loss range (memory explodes) and ε is far beyond any
@@ -53,7 +53,7 @@ def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, 
             if low == MIN_NOISE_MULTIPLIER:
                 return low
             high, low = low, max(low / 1.5, MIN_NOISE_MULTIPLIER)
-        grid = [(q, low, rounds, None)]
+        grid: list[HistoryEntry] = [(q, low, rounds, None)]
         z = search(lambda: pld_accountant(grid, delta), dpa.ExplicitBracketInterval(low, high))
     while epsilon_of([(q, z, rounds)], delta, method) > target_epsilon:
         z *= 1.001
