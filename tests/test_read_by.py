@@ -4,6 +4,7 @@ line) while its condition does not hold is refused with one line naming what wou
 
 from __future__ import annotations
 
+import csv
 import itertools
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config
 
 from fedsim.cli import CONF_DIR, compose
 from fedsim.config import (
@@ -25,6 +27,8 @@ from fedsim.config import (
     setting,
     validate,
 )
+from fedsim.run import run
+from fedsim.runtime import get_runtime
 
 CONF = Path(CONF_DIR)
 DP = ["privacy.noise_multiplier=1"]
@@ -258,3 +262,15 @@ def test_declared_key_maps_an_override_to_its_declared_key():
     assert declared_key("audit.rules.epsilon.max=4") == "audit.rules"
     assert declared_key("federation.availability_by_group.A=0.5") == "federation.availability_by_group"
     assert declared_key("privacy=central") is None and declared_key("+experiment=audit_demo") is None
+
+
+def test_the_centralized_baseline_honours_evaluation_max_users(tmp_path):
+    """evaluation.max_users is read in both modes: the centralized baseline scored every user while its protocol
+    said "a seeded sample of max_users" (summary.json); now it scores the federated run's sample."""
+    cfg = tiny_config("mode=centralized", "evaluation.max_users=10", "federation.rounds=1")
+    summary = run(cfg, tmp_path)
+    with open(tmp_path / "per_user.csv", newline="") as handle:
+        users = sorted(int(row["user"]) for row in csv.DictReader(handle))
+    sample = get_runtime(cfg).in_evaluation_sample
+    assert 0 < len(users) <= 10 and all(sample[u] for u in users)
+    assert "a seeded sample of 10" in summary["protocol"]["users"]
