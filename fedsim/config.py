@@ -322,7 +322,7 @@ class FedsimConfig:
 # A setting is honoured or refused, never ignored: every key of the schema is listed in READ_BY with the condition under
 # which the code reads it. validate() refuses a key that was set — its value differs from the schema default, or the
 # command line names it — while its condition does not hold, with one line naming what would read it. A new key is one
-# line here (tests/test_config.py fails until it is listed); its condition must be true of the code that reads it.
+# line here (tests/test_read_by.py fails until it is listed); its condition must be true of the code that reads it.
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ class Condition:
 
 
 # keys whose value is a group option (conf/<group>/<option>.yaml), with the option files whose names differ from the
-# value; tests/test_config.py checks each against conf/
+# value; tests/test_read_by.py checks each against conf/
 GROUP_OPTIONS: dict[str, tuple[str, dict[Any, str]]] = {
     "dataset.name": ("dataset", {"ml-100k": "movielens_100k", "ml-1m": "movielens_1m"}),
     "model.name": ("model", {}),
