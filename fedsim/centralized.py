@@ -29,6 +29,7 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
     optimizer = torch.optim.Adam(parameters, lr=c.lr) if c.optimizer == "adam" else torch.optim.SGD(parameters, lr=c.lr)
     trainable = np.flatnonzero(split.n_train() > 0)
     evaluated = split.evaluated_users
+    evaluated = evaluated[rt.in_evaluation_sample[evaluated]]  # evaluation.max_users: the same sample as federated
     rounds_done, stop_reason, stop_detail = 0, "", ""
     for epoch in range(1, cfg.federation.rounds + 1):
         started = time.perf_counter()

@@ -267,7 +267,7 @@ def _hydra_compose(overrides: Sequence[str], with_hydra: bool = False) -> DictCo
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> FedsimConfig:
     """``conf/`` composed with Hydra overrides and validated — exactly what ``fedsim <overrides>`` runs (no output
     directory side effects). Used by ``flwr run`` (fedsim.flower_apps), the tests and the experiment scripts."""
-    return to_schema(_hydra_compose(overrides))
+    return to_schema(_hydra_compose(overrides), overrides)
 
 
 def _compose_checked(overrides: list[str]) -> DictConfig | None:
@@ -331,7 +331,7 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
         return None
     with open_dict(cfg):
         del cfg["hydra"]  # resolving it would claim a run folder
-    config = to_schema(cfg)
+    config = to_schema(cfg, overrides)
     check_resume(config)  # before output_dir is created: a refused resume leaves no folder behind
     if config.output_dir:
         problem = output_problem(Path(config.output_dir))
@@ -354,7 +354,7 @@ def run_job(cfg: DictConfig) -> float | None:
     hydra_dir = _absolute(hydra_cfg.runtime.output_dir)
     run_dir = hydra_dir
     try:
-        config = to_schema(cfg)
+        config = to_schema(cfg, hydra_cfg.overrides.task)
         refusal = next((_refusals[p] for p in (hydra_dir, *hydra_dir.parents) if p in _refusals), None)
         if refusal is not None:
             raise ConfigError(refusal)

@@ -2,7 +2,9 @@
 
 Hydra composes ``conf/`` against these dataclasses, so an unknown key or a value of the wrong type is refused
 before anything runs. Ranges and cross-field rules are checked once, here, in :func:`validate`, which raises
-:class:`ConfigError` with one line naming the key and what is allowed.
+:class:`ConfigError` with one line naming the key and what is allowed. :data:`READ_BY` says, for every key, when the
+code reads it: a key that is set but not read by the run composed (``privacy.target_epsilon=8`` without a privacy
+mechanism) is refused the same way, so a setting is honoured or refused, never ignored.
 """
 
 from __future__ import annotations
@@ -316,6 +318,290 @@ class FedsimConfig:
     erasure: ErasureConfig = field(default_factory=ErasureConfig)
 
 
+# --- who reads each key -----------------------------------------------------------------------------------------------
+# A setting is honoured or refused, never ignored: every key of the schema is listed in READ_BY with the condition under
+# which the code reads it. validate() refuses a key that was set — its value differs from the schema default, or the
+# command line names it — while its condition does not hold, with one line naming what would read it. A new key is one
+# line here (tests/test_read_by.py fails until it is listed); its condition must be true of the code that reads it.
+
+
+@dataclass(frozen=True)
+class Condition:
+    """When a key is read: ``holds(cfg)``; ``text`` says it the way a user sets it (``privacy=central|local``,
+    ``attack.poison.fraction > 0``), ``keys`` are the settings it depends on (shown as "this run has ...")."""
+
+    text: str
+    keys: tuple[str, ...]
+    holds: typing.Callable[[FedsimConfig], bool]
+    by_option: bool = False  # a group option ("read only by privacy=central") rather than a value ("only when ...")
+
+    def phrase(self) -> str:
+        return f"by {self.text}" if self.by_option else f"when {self.text}"
+
+
+# keys whose value is a group option (conf/<group>/<option>.yaml), with the option files whose names differ from the
+# value; tests/test_read_by.py checks each against conf/
+GROUP_OPTIONS: dict[str, tuple[str, dict[Any, str]]] = {
+    "dataset.name": ("dataset", {"ml-100k": "movielens_100k", "ml-1m": "movielens_1m"}),
+    "model.name": ("model", {}),
+    "strategy.name": ("strategy", {}),
+    "privacy.mechanism": ("privacy", {}),
+    "personalization.name": ("personalization", {}),
+    "mitigation.name": ("mitigation", {}),
+    "secagg.enabled": ("secagg", {True: "secagg_plus", False: "none"}),
+}
+
+
+def setting(cfg: Any, key: str) -> Any:
+    """The value of the dotted ``key`` in ``cfg`` (a :class:`FedsimConfig`)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _shown(value: Any) -> str:
+    """A value as it is typed on the command line (true, null, 0.5, [2, 4])."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if is_dataclass(value) and not isinstance(value, type):
+        return "{...}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _as_set(key: str, value: Any) -> str:
+    """``key=value``, or the group option it is (``privacy=none``, ``dataset=movielens_100k``)."""
+    if key in GROUP_OPTIONS:
+        group, files = GROUP_OPTIONS[key]
+        return f"{group}={files.get(value, value)}"
+    return f"{key}={_shown(value)}"
+
+
+def option(key: str, *values: Any) -> Condition:
+    """Read when ``key`` is one of ``values`` (a group option: ``option("privacy.mechanism", "central")``)."""
+    shown = "|".join(_as_set(key, v).split("=", 1)[1] for v in values)
+    return Condition(f"{_as_set(key, values[0]).split('=', 1)[0]}={shown}", (key,), lambda c: setting(c, key) in values,
+                     by_option=key in GROUP_OPTIONS)  # fmt: skip
+
+
+def positive(key: str) -> Condition:
+    """Read when the number ``key`` is > 0 (a feature switched on by its rate or share)."""
+    return Condition(f"{key} > 0", (key,), lambda c: setting(c, key) > 0)
+
+
+def given(key: str) -> Condition:
+    """Read when ``key`` is set (not null, not empty)."""
+    return Condition(f"{key} is set", (key,), lambda c: setting(c, key) not in (None, {}, []))
+
+
+def every(*conditions: Condition) -> Condition:
+    texts = [f"({c.text})" if " or " in c.text else c.text for c in conditions]
+    keys = tuple(dict.fromkeys(k for c in conditions for k in c.keys))
+    return Condition(" and ".join(texts), keys, lambda c: all(x.holds(c) for x in conditions))
+
+
+def either(*conditions: Condition) -> Condition:
+    keys = tuple(dict.fromkeys(k for c in conditions for k in c.keys))
+    return Condition(" or ".join(c.text for c in conditions), keys, lambda c: any(x.holds(c) for x in conditions))
+
+
+def remediation(name: str) -> Condition:
+    """Read when an audit rule can switch the mitigation ``name`` on (``audit.rules.<rule>.remediation``)."""
+    return Condition(
+        f"an audit rule has remediation={name}",
+        ("audit.enabled", "audit.rules"),
+        lambda c: c.audit.enabled and any(r.remediation == name for r in c.audit.rules.values()),
+    )
+
+
+ALWAYS = Condition("always", (), lambda c: True)
+FEDERATED = option("mode", "federated")  # the centralized baseline trains pooled data: no devices, rounds of epochs
+SYNTHETIC = option("dataset.name", "synthetic")
+DP = option("privacy.mechanism", "central", "local", "record")
+ADAPTIVE = every(option("privacy.mechanism", "central"), option("privacy.clipping", "adaptive"))
+RAY = every(FEDERATED, option("federation.backend", "ray"))
+POISONED = positive("attack.poison.fraction")
+RERANK = either(option("mitigation.name", "rerank"), remediation("rerank"))
+REGULARIZER = either(option("mitigation.name", "exposure_regularizer"), remediation("exposure_regularizer"))
+
+
+def _strategy_option(*names: str) -> Condition:
+    return every(FEDERATED, option("strategy.name", *names))
+
+
+READ_BY: dict[str, Condition] = {
+    "name": ALWAYS,
+    "seed": ALWAYS,
+    "mode": ALWAYS,
+    "verbose": ALWAYS,
+    "progress": ALWAYS,
+    "output_dir": ALWAYS,
+    "resume_from": FEDERATED,  # fedsim/session.py load_resume
+    # fedsim/data: the registry's loader for dataset.name; the synthetic generator reads its knobs
+    "dataset.name": ALWAYS,
+    "dataset.path": option("dataset.name", "ml-100k", "ml-1m"),
+    "dataset.n_users": SYNTHETIC,
+    "dataset.n_items": SYNTHETIC,
+    "dataset.latent_dim": SYNTHETIC,
+    "dataset.min_interactions": SYNTHETIC,
+    "dataset.max_interactions": SYNTHETIC,
+    "dataset.activity_exponent": SYNTHETIC,
+    "dataset.popularity_exponent": SYNTHETIC,
+    "dataset.minority_share": SYNTHETIC,
+    "dataset.group_shift": SYNTHETIC,
+    "dataset.taste_strength": SYNTHETIC,
+    "model.name": ALWAYS,
+    "model.dim": ALWAYS,
+    "model.mlp_layers": option("model.name", "neumf"),
+    "model.init_std": ALWAYS,
+    "model.loss": ALWAYS,
+    "client.epochs": FEDERATED,  # fedsim/centralized.py trains one epoch per round
+    "client.batch_size": ALWAYS,
+    "client.lr": ALWAYS,
+    "client.optimizer": ALWAYS,
+    "client.negatives": ALWAYS,
+    "client.l2": ALWAYS,
+    "client.max_rows_per_chunk": FEDERATED,  # fedsim/training: the devices' chunked local training
+    "federation.rounds": ALWAYS,  # centralized: epochs
+    "federation.backend": FEDERATED,
+    "federation.users_per_node": FEDERATED,
+    "federation.participation": FEDERATED,
+    "federation.sampling": FEDERATED,
+    "federation.user_weighting": every(FEDERATED, option("privacy.mechanism", "none")),  # DP weighs users equally
+    "federation.num_cpus_per_node": RAY,  # fedsim/simulation.py run_federation
+    "federation.max_concurrent_nodes": RAY,
+    "federation.ray_address": RAY,
+    "federation.timeout_s": FEDERATED,
+    "federation.discovery_timeout_s": FEDERATED,
+    "federation.dropout": FEDERATED,  # fedsim/server/reporting.py
+    "federation.availability": FEDERATED,
+    "federation.availability_attribute": every(FEDERATED, given("federation.availability_by_group")),
+    "federation.availability_by_group": every(FEDERATED, given("federation.availability_attribute")),
+    "federation.straggler_sigma": every(FEDERATED, positive("federation.deadline_s")),  # speed counts at a deadline
+    "federation.deadline_s": FEDERATED,
+    "federation.fail_fast": FEDERATED,
+    "federation.node_crash_prob": FEDERATED,
+    "federation.node_hang_prob": FEDERATED,
+    "federation.node_hang_s": positive("federation.node_hang_prob"),
+    # fedsim/server/strategy.py builds only the Flower strategy named
+    "strategy.name": FEDERATED,
+    "strategy.server_lr": _strategy_option("fedavg", "fedprox", "fedavgm"),  # FedAdam's step is strategy.eta
+    "strategy.server_momentum": _strategy_option("fedavgm"),
+    "strategy.proximal_mu": _strategy_option("fedprox"),
+    "strategy.eta": _strategy_option("fedadam"),
+    "strategy.beta_1": _strategy_option("fedadam"),
+    "strategy.beta_2": _strategy_option("fedadam"),
+    "strategy.tau": _strategy_option("fedadam"),
+    "strategy.robust": FEDERATED,  # fedsim/security/robust.py, one function per rule
+    "strategy.robust_norm": option("strategy.robust", "norm_bound"),
+    "strategy.robust_trim": option("strategy.robust", "trimmed_mean"),
+    "strategy.robust_byzantine": option("strategy.robust", "krum", "multi_krum"),
+    # fedsim/privacy: each mechanism's from_config reads its own keys
+    "privacy.mechanism": ALWAYS,
+    "privacy.noise_multiplier": DP,
+    "privacy.target_epsilon": DP,
+    "privacy.max_epsilon": DP,
+    "privacy.clipping_norm": DP,
+    "privacy.delta": DP,
+    "privacy.clipping": option("privacy.mechanism", "central"),  # local and record clip with a fixed C
+    "privacy.target_quantile": ADAPTIVE,
+    "privacy.clip_lr": ADAPTIVE,
+    "privacy.clipped_count_stddev": ADAPTIVE,
+    "privacy.accountant": option("privacy.mechanism", "central"),  # local and record account with PLD
+    "privacy.secure_rng": FEDERATED,  # the cohort sampler draws from it whatever the mechanism (fedsim/server)
+    "privacy.record_sample_rate": option("privacy.mechanism", "record"),
+    "evaluation.every": ALWAYS,
+    "evaluation.k": ALWAYS,
+    "evaluation.n_negatives": ALWAYS,
+    "evaluation.max_users": ALWAYS,
+    # fedsim/data/roles.py: roles and purposes act only where devices train (centralized trains every user)
+    "consent.opt_out_rate": FEDERATED,
+    "consent.group_attribute": positive("consent.opt_out_rate"),
+    "consent.group_value": given("consent.group_attribute"),
+    "consent.group_factor": given("consent.group_attribute"),
+    "consent.fallback": either(positive("consent.opt_out_rate"), positive("consent.decline_personalization")),
+    "consent.decline_personalization": FEDERATED,
+    "consent.decline_contribution": FEDERATED,
+    "consent.decline_measurement": ALWAYS,  # fedsim/ethics/monitor.py leaves them out in both modes
+    # fedsim/ethics/risk.py (attacks on the devices' uploads), fedsim/session.py (re-identification of the data)
+    "attack.item_set": FEDERATED,
+    "attack.users_per_round": every(FEDERATED, option("attack.item_set", True)),
+    # DP-SGD trains on the records themselves (fedsim/training/dpsgd.py), not on the mitigated sample stream
+    "attack.mitigation": every(FEDERATED, option("privacy.mechanism", "none", "central", "local", "on_device")),
+    "attack.fake_ratio": option("attack.mitigation", "fake_items"),
+    "attack.membership": FEDERATED,
+    "attack.holdout_share": every(FEDERATED, option("attack.membership", True)),
+    "attack.fit_epochs": every(FEDERATED, option("attack.membership", True)),
+    "attack.reid_sizes": ALWAYS,
+    "attack.reid_sample": ALWAYS,
+    # fedsim/security/poisoning.py
+    "attack.poison.fraction": FEDERATED,
+    "attack.poison.target": FEDERATED,  # also without attackers: the reference run's target exposure
+    "attack.poison.strategy": POISONED,
+    "attack.poison.filler_items": POISONED,
+    "attack.poison.update_norm": every(  # else the crafted update is sized to the device clip
+        POISONED,
+        option("attack.poison.strategy", "boost_target"),
+        either(option("attack.poison.skip_clip", True), option("privacy.mechanism", "none", "on_device")),
+    ),
+    "attack.poison.skip_clip": every(POISONED, option("privacy.mechanism", "central", "local")),  # the device clip
+    "audit.enabled": ALWAYS,
+    "audit.rules": option("audit.enabled", True),
+    "audit.explain_users": FEDERATED,  # report.md's explanations of devices' rankings
+    "fairness.min_group_size": ALWAYS,
+    "checkpoint.every": FEDERATED,
+    # fedsim/personalization: each method reads its own keys
+    "personalization.name": FEDERATED,
+    "personalization.finetune_steps": option("personalization.name", "local_finetune"),
+    "personalization.reconstruction_epochs": option("personalization.name", "reconstruction"),
+    "personalization.score_epochs": option("personalization.name", "dual"),
+    "personalization.offset_scale": option("personalization.name", "dual"),
+    "personalization.ditto_lambda": option("personalization.name", "ditto"),
+    "personalization.personal_epochs": option("personalization.name", "ditto"),
+    "secagg.enabled": FEDERATED,
+    "secagg.min_users": option("secagg.enabled", True),
+    "secagg.num_shares": option("secagg.enabled", True),
+    "secagg.clipping_range": option("secagg.enabled", True),
+    "secagg.quantization_bits": option("secagg.enabled", True),
+    "secagg.modulus_bits": option("secagg.enabled", True),
+    # fedsim/mitigation: configured, or switched on by an audit remediation
+    "mitigation.name": FEDERATED,
+    "mitigation.regularizer_weight": REGULARIZER,
+    "mitigation.rerank_weight": RERANK,
+    "mitigation.rerank_pool": RERANK,
+    "mitigation.head_share": RERANK,
+    "erasure.share": FEDERATED,
+    "erasure.round": positive("erasure.share"),
+    "erasure.policy": positive("erasure.share"),
+}
+
+
+def declared_key(override: str) -> str | None:
+    """The READ_BY key a command-line override sets (``+x.y=1``, ``audit.rules.r.max=2`` -> ``audit.rules``), or
+    None for a group option (``privacy=central``), a preset or a Hydra setting."""
+    key = override.lstrip("+~").split("=", 1)[0].strip()
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in READ_BY:
+            return ".".join(parts[:end])
+    return None
+
+
+def _unread(cfg: FedsimConfig, named: typing.Collection[str]) -> None:
+    """The general rule: a key set (different from the schema default, or named on the command line) is read."""
+    default = FedsimConfig()
+    for key, condition in READ_BY.items():
+        value = setting(cfg, key)
+        if (key in named or value != setting(default, key)) and not condition.holds(cfg):
+            state = ", ".join(_as_set(k, setting(cfg, k)) for k in condition.keys if k != "audit.rules")
+            raise ConfigError(
+                f"{key}={_shown(value)} is read only {condition.phrase()}; this run has {state or 'none of them'}"
+            )
+
+
 LOSSES = ("bce", "bpr")
 OPTIMIZERS = ("sgd", "adam")
 SAMPLINGS = ("fixed", "poisson")
@@ -352,8 +638,9 @@ def _positive(key: str, value: float) -> None:
     _check(key, value is not None and value > 0 and math.isfinite(value), "a number > 0", value)
 
 
-def validate(cfg: FedsimConfig) -> FedsimConfig:
-    """Check ranges and cross-field rules once; return ``cfg`` unchanged when it is valid."""
+def validate(cfg: FedsimConfig, named: typing.Collection[str] = ()) -> FedsimConfig:
+    """Check ranges and cross-field rules once, then that every key set is read (:data:`READ_BY`; ``named``: the
+    keys the command line sets, even to their default); return ``cfg`` unchanged when it is valid."""
     _one_of("mode", cfg.mode, MODES)
     _check("seed", 0 <= cfg.seed < 2**63, "an integer 0 <= seed < 2^63 (numpy and torch seed with it)", cfg.seed)
     for check in (
@@ -373,6 +660,7 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
         _erasure,
     ):
         check(cfg)
+    _unread(cfg, named)
     return cfg
 
 
@@ -442,18 +730,12 @@ def _federation(cfg: FedsimConfig) -> None:
         "0 (auto) or an integer >= 1",
         f.max_concurrent_nodes,
     )
-    if f.ray_address is not None and f.backend != "ray":
-        raise ConfigError(
-            f"federation.ray_address={f.ray_address!r} needs federation.backend=ray (the in-process grid uses no Ray)"
-        )
     _positive("federation.timeout_s", f.timeout_s)
     _positive("federation.discovery_timeout_s", f.discovery_timeout_s)
     _check("federation.dropout", 0.0 <= f.dropout < 1.0, "0 <= probability < 1", f.dropout)
     _check("federation.availability", 0.0 < f.availability <= 1.0, "0 < probability <= 1", f.availability)
     for group, probability in f.availability_by_group.items():
         _check(f"federation.availability_by_group.{group}", 0.0 < probability <= 1.0, "0 < p <= 1", probability)
-    if f.availability_by_group and f.availability_attribute is None:
-        raise ConfigError("federation.availability_by_group needs federation.availability_attribute (a user attribute)")
     _check("federation.straggler_sigma", f.straggler_sigma >= 0, "a number >= 0", f.straggler_sigma)
     _check("federation.deadline_s", f.deadline_s >= 0, "0 (no deadline) or seconds > 0", f.deadline_s)
     _check("federation.node_crash_prob", 0.0 <= f.node_crash_prob < 1.0, "0 <= probability < 1", f.node_crash_prob)
@@ -469,11 +751,6 @@ def _strategy(cfg: FedsimConfig) -> None:
     _check("strategy.proximal_mu", s.proximal_mu >= 0, "a number >= 0", s.proximal_mu)
     _positive("strategy.eta", s.eta)
     _positive("strategy.tau", s.tau)
-    if s.name == "fedadam" and s.server_lr != 1.0:
-        raise ConfigError(
-            f"strategy.server_lr={s.server_lr:g} is not used by strategy=fedadam (its step size is strategy.eta); "
-            "allowed: 1"
-        )
 
 
 def _privacy(cfg: FedsimConfig) -> None:
@@ -503,8 +780,6 @@ def _privacy(cfg: FedsimConfig) -> None:
     _check("privacy.target_quantile", 0.0 < p.target_quantile < 1.0, "0 < quantile < 1", p.target_quantile)
     _positive("privacy.clip_lr", p.clip_lr)
     _check("privacy.record_sample_rate", 0.0 < p.record_sample_rate <= 1.0, "0 < rate <= 1", p.record_sample_rate)
-    if p.mechanism == "on_device" and (p.noise_multiplier is not None or p.target_epsilon is not None):
-        raise ConfigError("privacy.mechanism=on_device releases nothing (ε = 0): unset noise_multiplier/target_epsilon")
     if p.mechanism not in ("none", "on_device"):
         if p.noise_multiplier is None and p.target_epsilon is None:
             raise ConfigError(
@@ -523,7 +798,7 @@ def _privacy(cfg: FedsimConfig) -> None:
             cfg.model.name != "mf"
             or cfg.client.optimizer != "sgd"
             or cfg.client.l2 != 0
-            or cfg.strategy.proximal_mu != 0
+            or (cfg.strategy.name == "fedprox" and cfg.strategy.proximal_mu != 0)
         ):
             raise ConfigError(
                 "privacy.mechanism=record (DP-SGD per interaction) supports model=mf with "
@@ -534,13 +809,6 @@ def _privacy(cfg: FedsimConfig) -> None:
                 "federation.deadline_s > 0 is refused with privacy.mechanism=record: whether a device meets the "
                 "deadline depends on its number of records, which the record-level accountant does not charge"
             )
-        if p.clipping != "fixed":
-            raise ConfigError("privacy.mechanism=record uses fixed per-sample clipping (privacy.clipping=fixed)")
-    if p.mechanism == "local" and (p.clipping != "fixed" or p.accountant != "pld"):
-        raise ConfigError(
-            "privacy.mechanism=local uses fixed clipping and the PLD accountant (privacy.clipping=fixed, "
-            "privacy.accountant=pld); adaptive clipping and RDP are implemented for privacy=central"
-        )
 
 
 def _consent(cfg: FedsimConfig) -> None:
@@ -634,8 +902,6 @@ def _personalization(cfg: FedsimConfig) -> None:
             f"personalization.name={pe.name} keeps personal state the device checkpoints do not hold: "
             "resume_from is not supported"
         )
-    if pe.name != "private_embedding" and cfg.mode == "centralized":
-        raise ConfigError(f"personalization.name={pe.name} applies to mode=federated (use private_embedding)")
     # record-level DP-SGD must start from a state the records did not shape without DP: dual's score step and
     # reconstruction's re-fit train the user embedding on the same records without DP-SGD
     fits_without_dp = pe.name == "reconstruction" or (pe.name == "dual" and pe.score_epochs > 0)
@@ -702,6 +968,23 @@ def _security(cfg: FedsimConfig) -> None:
             f"secagg.enabled=true with federation.user_weighting={cfg.federation.user_weighting}: each user's w_u·Δ_u "
             "would be clipped at ±secagg.clipping_range per coordinate; use federation.user_weighting=uniform"
         )
+    f = cfg.federation
+    uneven = [
+        key
+        for key, on in (
+            ("federation.availability_by_group", bool(f.availability_by_group)),
+            ("federation.deadline_s", f.deadline_s > 0),
+            ("federation.node_crash_prob", f.node_crash_prob > 0),
+            ("federation.node_hang_prob", f.node_hang_prob > 0),
+        )
+        if on
+    ]
+    if sa.enabled and cfg.privacy.mechanism == "central" and uneven:
+        raise ConfigError(
+            f"secagg.enabled=true with privacy=central charges δ for rounds one user can abort assuming every sampled "
+            f"user reports with the same probability; {uneven[0]} makes it differ by user or node, which is not "
+            "accounted (allowed: federation.dropout, federation.availability)"
+        )
     if sa.enabled and cfg.privacy.mechanism in ("local", "on_device"):
         raise ConfigError(
             f"secagg.enabled=true with privacy.mechanism={cfg.privacy.mechanism} is not simulated; allowed: none, "
@@ -715,7 +998,8 @@ def _mitigation(cfg: FedsimConfig) -> None:
     _check("mitigation.regularizer_weight", mi.regularizer_weight >= 0, "a number >= 0", mi.regularizer_weight)
     _check("mitigation.rerank_weight", 0.0 <= mi.rerank_weight <= 1.0, "0 <= weight <= 1", mi.rerank_weight)
     k = cfg.evaluation.k
-    _check("mitigation.rerank_pool", mi.rerank_pool >= k, f"an integer >= evaluation.k ({k})", mi.rerank_pool)
+    if RERANK.holds(cfg):  # the pool is read only when lists are re-ranked
+        _check("mitigation.rerank_pool", mi.rerank_pool >= k, f"an integer >= evaluation.k ({k})", mi.rerank_pool)
     _check("mitigation.head_share", 0.0 < mi.head_share < 1.0, "0 < share < 1", mi.head_share)
     remedies = {r.remediation for r in cfg.audit.rules.values()} if cfg.audit.enabled else set()
     wanted = ({mi.name} | remedies) & {"exposure_regularizer", "rerank"}
@@ -762,12 +1046,14 @@ def _erasure(cfg: FedsimConfig) -> None:
         )
 
 
-def to_schema(cfg: DictConfig) -> FedsimConfig:
-    """Turn a composed Hydra config into a validated :class:`FedsimConfig`."""
+def to_schema(cfg: DictConfig, overrides: typing.Iterable[str] = ()) -> FedsimConfig:
+    """Turn a composed Hydra config into a validated :class:`FedsimConfig`; ``overrides``: the command line's, whose
+    keys count as set even at their default value."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     plain.pop("experiment", None)
-    return validate(_build(FedsimConfig, plain))
+    named = {key for key in map(declared_key, overrides) if key is not None}
+    return validate(_build(FedsimConfig, plain), named)
 
 
 def _build(schema: type, values: dict[str, Any]) -> Any:

@@ -82,9 +82,11 @@ def _run(cfg: FedsimConfig, run_dir: str | Path) -> dict[str, Any]:
             embeddings=result.pop("user_embeddings"),
         )
         return session.finish(result, result.pop("shared", None))
+    # the mechanism's refusals that need the population (secure aggregation's aborts under central DP) and a bad
+    # resume are raised here, before Ray starts (an error inside the ServerApp would only be logged)
+    mechanism = build_mechanism(cfg, rt.population)
     if cfg.resume_from:
-        # refuse a bad resume here, before Ray starts (an error inside the ServerApp would only be logged)
-        load_resume(cfg, build_mechanism(cfg, rt.population), rt)
+        load_resume(cfg, mechanism, rt)
     if cfg.federation.backend == "inprocess":
         grid = cast(Grid, InProcessGrid(make_client_app(cfg), rt.n_nodes, seed=cfg.seed))  # duck-typed Grid
         return serve(grid, cfg, run_dir)

@@ -34,9 +34,13 @@ TINY = (
 
 def tiny_config(*overrides: str, **federation: object) -> FedsimConfig:
     """``fedsim`` with the real conf/ defaults on a run that finishes in seconds: 40 users, 120 items, 3 rounds,
-    evaluated every round. ``overrides`` are Hydra overrides; keyword arguments set ``federation.<key>``."""
+    evaluated every round. ``overrides`` are Hydra overrides; keyword arguments set ``federation.<key>``. With another
+    dataset than the synthetic one, the generator's sizes are left out (a key the run does not read is refused)."""
     extra = [f"federation.{key}={value}" for key, value in federation.items()]
-    return compose([*TINY, *overrides, *extra])
+    other_data = any(o.startswith("dataset=") and o != "dataset=synthetic" for o in overrides)
+    centralized = "mode=centralized" in overrides  # pooled training: no backend
+    base = [o for o in TINY if not (other_data and o.startswith("dataset.") or centralized and "backend" in o)]
+    return compose([*base, *overrides, *extra])
 
 
 @pytest.fixture

@@ -28,13 +28,14 @@ ATTACKS = {
 }
 CLIPPED = ("fake_users (clips)", "boost_target (clips)")
 DEFENCES = ["none", "norm_bound", "median", "trimmed_mean", "krum", "multi_krum"]
+BOUND = {"norm_bound": ["strategy.robust_norm=0.2"]}  # about twice a benign update's norm (≈ 0.1); read by norm_bound
 PRIVACY = {"no DP": [], "central DP ε=4": ["privacy=central", "privacy.target_epsilon=4", "privacy.clipping_norm=0.2"]}
 SECAGG = {"plain": [], "secagg": ["secagg=secagg_plus"]}
 KEYS = ("risk/target_exposure@10", "risk/target_rank_median", "test/hr@10", "risk/itemset_auc", "time/round_s")
 
 
 def cell(attack: str, defence: str, privacy: str, secagg: str, out: Path) -> dict:
-    overrides = ["+experiment=poisoning_demo", *ATTACKS[attack], f"strategy.robust={defence}"]
+    overrides = ["+experiment=poisoning_demo", *ATTACKS[attack], f"strategy.robust={defence}", *BOUND.get(defence, [])]
     overrides += PRIVACY[privacy] + SECAGG[secagg]
     row = {"attack": attack, "defence": defence, "privacy": privacy, "secagg": secagg, "overrides": overrides}
     try:

@@ -87,9 +87,8 @@ def describe(names: set[str] | list[str], cfg: MitigationConfig) -> str:
     if not names:
         return "none"
     params = {
-        "exposure_regularizer": f"λ={cfg.regularizer_weight:g}",
-        "rerank": f"λ={cfg.rerank_weight:g}, top-{cfg.rerank_pool} re-ranked",
+        "exposure_regularizer": f"λ={cfg.regularizer_weight:g}",  # reads no short head (mitigation.head_share)
+        "rerank": f"λ={cfg.rerank_weight:g}, top-{cfg.rerank_pool} re-ranked, short head = top {cfg.head_share:.0%} of "
+        "items",
     }
-    return "; ".join(
-        f"{n} ({params[n]}, short head = top {cfg.head_share:.0%} of items): {DESCRIPTIONS[n]}" for n in sorted(names)
-    )
+    return "; ".join(f"{n} ({params[n]}): {DESCRIPTIONS[n]}" for n in sorted(names))

@@ -22,8 +22,10 @@ import dp_accounting as dpa
 from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
+from scipy.stats import binom
 
 PLD_DISCRETIZATION = 1e-4
+PLD_SPAN = 20.0  # ε up to which the grid step stays PLD_DISCRETIZATION (see _discretization)
 
 HistoryEntry = tuple[float, float, int, float | None]
 """``(q, z, count, z_count)``: ``count`` rounds, each Poisson(q)-sampling one cohort and releasing its update sum
@@ -57,15 +59,24 @@ def effective_noise_multiplier(z: float, z_count: float | None = None) -> float:
     return (z**-2 + z_count**-2) ** -0.5
 
 
-def _discretization(history: list[HistoryEntry]) -> float:
-    """PLD grid step: 1e-4, coarser for tiny noise multipliers.
+def _discretization(history: list[HistoryEntry], delta: float) -> float:
+    """PLD grid step: 1e-4, coarser where the privacy loss spans a wide range — so that the PLD's memory is bounded
+    whatever the noise and the number of rounds.
 
-    The privacy-loss range of a Gaussian grows like 1/z², and so does the PLD's memory at a fixed step (z = 0.01
-    needs ~10⁸ points and gigabytes). A coarser step keeps dp-accounting's pessimistic (upper-bound) estimate valid,
-    only looser; at such z, ε is in the hundreds or more anyway.
+    The PLD is an array over the privacy-loss values its mass covers, one entry per step. Two things widen that range:
+
+    * one round at a tiny noise multiplier: a Gaussian's loss range grows like 1/z² (z = 0.01 needs ~10⁸ points);
+    * many rounds: the composed loss has mean μ and spread ~√(2μ) that grow with the rounds (10⁴ rounds at q = 1 and
+      z = 0.3 span ~10⁵ in loss: 10⁹ points, past 8 GiB — issue 18). ε sits at μ plus a few spreads, so the range
+      the composed mass covers is O(ε): the step grows with ε beyond :data:`PLD_SPAN`, estimated by the RDP
+      accountant (an upper bound on the PLD's ε, computed in O(orders) memory for any number of rounds).
+
+    A coarser step keeps dp-accounting's pessimistic (upper-bound) estimate valid, only looser; it is coarser only
+    where ε is above 20 (or z below 0.5) anyway.
     """
     smallest = min(effective_noise_multiplier(z, z_count) for _, z, _, z_count in history)
-    return PLD_DISCRETIZATION * max(1.0, (0.5 / smallest) ** 2)
+    spread = float(RdpAccountant().compose(_composed(history, "rdp")).get_epsilon(delta))
+    return PLD_DISCRETIZATION * max(1.0, (0.5 / smallest) ** 2, spread / PLD_SPAN)
 
 
 def gaussian_round(q: float, z: float) -> dp_event.DpEvent:
@@ -107,10 +118,11 @@ def _noiseless(history: list[HistoryEntry]) -> bool:
     return any(effective_noise_multiplier(z, z_count) <= 0 for _, z, _, z_count in history)
 
 
-def _pld_accountant(history: list[HistoryEntry]) -> PLDAccountant:
+def pld_accountant(history: list[HistoryEntry], delta: float) -> PLDAccountant:
+    """An empty PLD accountant whose grid step suits ``history`` (:func:`_discretization`)."""
     return PLDAccountant(
         neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-        value_discretization_interval=_discretization(history),
+        value_discretization_interval=_discretization(history, delta),
     )
 
 
@@ -126,17 +138,57 @@ def epsilon_of(history: Sequence[Sequence[Any]], delta: float, method: str = "pl
         return math.inf
     if method == "rdp":
         return float(RdpAccountant().compose(_composed(released, "rdp")).get_epsilon(delta))
-    return float(_pld_accountant(released).compose(_composed(released, "pld")).get_epsilon(delta))
+    return float(pld_accountant(released, delta).compose(_composed(released, "pld")).get_epsilon(delta))
 
 
-def max_advantage(history: Sequence[Sequence[Any]]) -> float:
-    """The largest membership advantage (TPR − FPR) any attack can reach: the PLD's δ at ε = 0."""
+def max_advantage(history: Sequence[Sequence[Any]], delta: float = 1e-5) -> float:
+    """The largest membership advantage (TPR − FPR) any attack can reach: the PLD's δ at ε = 0 (``delta`` only sizes
+    the PLD's grid)."""
     released = _released(history)
     if not released:
         return 0.0
     if _noiseless(released):
         return 1.0
-    return float(min(1.0, _pld_accountant(released).compose(_composed(released, "pld")).get_delta(0.0)))
+    return float(min(1.0, pld_accountant(released, delta).compose(_composed(released, "pld")).get_delta(0.0)))
+
+
+def secagg_abort_delta(population: int, rate: float, min_users: int) -> float:
+    """Per round, the δ that central DP must add when secure aggregation aborts a round of fewer than ``min_users``
+    (fedsim/security/secagg.py; issue 18): the probability that one user decides between "noise only" and "a sum of
+    ≥ ``min_users`` updates + noise".
+
+    The round releases M(D) = N(0, z²C²) + 1[n ≥ m]·Σ_{i∈S} x_i, where S is the cohort that reports, n = |S| and
+    m = ``min_users``. Take neighbours D' = D ∪ {u} and let K be the number of users *other than u* in S; K has the
+    same distribution under D and D' (each other user is sampled and reports independently of u), and so has S∖{u}.
+    Condition on S∖{u} = S₀, |S₀| = k:
+
+    * k ≥ m: D releases Σ_{S₀} + noise, D' adds x_u with probability ``rate`` — the Poisson-subsampled Gaussian the
+      accountant charges;
+    * k ≤ m − 2: both abort whether or not u takes part — identical outputs, no privacy loss;
+    * k = m − 1: D aborts (noise only); D' releases Σ_{S₀} + x_u + noise with probability ``rate``. The sum of m
+      clipped updates differs from nothing by up to m·C: the two outputs are at total variation ≤ ``rate``, and for
+      aligned updates (m/z ≫ 1) close to it — no useful ε bounds this case.
+
+    The hockey-stick divergence is jointly convex and S₀ is common to both sides, so δ(ε) ≤ E_{S₀}[δ_{S₀}(ε)]; over T
+    rounds, a round at total variation ≤ p composed with any mechanism adds at most p to δ (couple its outputs: they
+    agree with probability ≥ 1 − p), and fewer Gaussian rounds never cost more. Hence
+
+        δ_total(ε) ≤ δ_PLD(ε; q, z, T) + T · rate · P[K = m − 1],   K ~ Binomial(n_others, rate),
+
+    with n_others = N − 1 (u, one of the run's N eligible users, is removed) or N (u is added): the larger of the two
+    is taken. ``rate`` is the probability that a user is sampled *and reports*: q times the common reporting
+    probability (1 − federation.dropout)·federation.availability — fedsim.config refuses reporting that differs by
+    user or node (per-group availability, deadlines, node crashes) with secure aggregation under central DP. The
+    bound is tight up to the Gaussian tail when the updates are aligned and the adversary knows the cohort (the
+    trusted server sees who takes part). Not modelled: a node that fails unplanned (a lost Ray worker) lowers the
+    count, which may move it to m − 1.
+
+    Binomial probabilities from scipy; tests/privacy/test_secagg_abort.py recomputes them with exact rational
+    arithmetic and the resulting ε with dp-accounting directly.
+    """
+    if rate <= 0:
+        return 0.0
+    return rate * max(float(binom.pmf(min_users - 1, n, rate)) for n in (max(population - 1, 0), population))
 
 
 class PrivacyAccountant:
@@ -148,14 +200,21 @@ class PrivacyAccountant:
         The δ at which ε is reported.
     method : str (default: "pld")
         Primary accountant, ``"pld"`` or ``"rdp"``; the other is reported alongside.
+
+    abort_delta : float (default: 0)
+        δ charged per round on top of the Gaussian releases: under secure aggregation, the probability that one user
+        decides whether the round aborts (:func:`secagg_abort_delta`). ε is then reported at
+        δ − (what the rounds so far charged), so that the whole (ε, δ) claim holds.
     """
 
-    def __init__(self, delta: float, method: str = "pld") -> None:
+    def __init__(self, delta: float, method: str = "pld", abort_delta: float = 0.0) -> None:
         if method not in ("pld", "rdp"):
             raise ValueError(f"privacy.accountant={method!r} is not allowed; choose one of: pld, rdp")
         self.delta = delta
         self.method = method
         self.history: list[HistoryEntry] = []
+        self.abort_delta = abort_delta
+        self.abort_spent = 0.0  # Σ abort_delta over the rounds recorded (saved: a resume may change abort_delta)
 
     def step(self, q: float, z: float, count: int = 1, z_count: float | None = None) -> None:
         """Record ``count`` rounds: update sum with multiplier z, plus the adaptive-clipping count with z_count."""
@@ -164,19 +223,26 @@ class PrivacyAccountant:
             self.history[-1] = (q, z, self.history[-1][2] + count, z_count)
         else:
             self.history.append((q, z, count, z_count))
+        self.abort_spent += self.abort_delta * count
+
+    def gaussian_delta(self) -> float:
+        """The part of δ left to the Gaussian releases, the one ε is computed at (all of δ without secagg aborts)."""
+        return self.delta - self.abort_spent
 
     def epsilon(self, method: str | None = None) -> float:
-        return epsilon_of(self.history, self.delta, method or self.method)
+        left = self.gaussian_delta()
+        return epsilon_of(self.history, left, method or self.method) if left > 0 else math.inf
 
     def would_exceed(self, q: float, z: float, max_epsilon: float, z_count: float | None = None) -> bool:
         """Whether one more round (the same event :meth:`step` would record) takes ε above ``max_epsilon``."""
-        trial = PrivacyAccountant(self.delta, self.method)
-        trial.history = list(self.history)
+        trial = PrivacyAccountant(self.delta, self.method, self.abort_delta)
+        trial.history, trial.abort_spent = list(self.history), self.abort_spent
         trial.step(q, z, z_count=z_count)
         return trial.epsilon() > max_epsilon
 
     def max_advantage(self) -> float:
-        return max_advantage(self.history)
+        """δ at ε = 0 (total variation): the Gaussian releases' plus the abort flips' (each at most one round's)."""
+        return min(1.0, max_advantage(self.history, self.delta) + self.abort_spent)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +251,7 @@ class PrivacyAccountant:
             "method": self.method,
             # three elements when no count was released: the format older versions wrote and read
             "history": [[q, z, n] if z_count is None else [q, z, n, z_count] for q, z, n, z_count in self.history],
+            **({"abort_spent": self.abort_spent} if self.abort_spent else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -192,3 +259,4 @@ class PrivacyAccountant:
             raise ValueError(f"accountant state of kind {state.get('kind')!r} cannot be loaded here")
         self.delta, self.method = float(state["delta"]), str(state["method"])
         self.history = _entries(state["history"])
+        self.abort_spent = float(state.get("abort_spent", 0.0))

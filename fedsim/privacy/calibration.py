@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import dp_accounting as dpa
 from dp_accounting import dp_event
-from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from fedsim.privacy.accountant import epsilon_of, gaussian_round
+from fedsim.privacy.accountant import HistoryEntry, epsilon_of, gaussian_round, pld_accountant
 from fedsim.privacy.clipping import count_noise_multiplier, update_noise_multiplier
 
 # Below this the PLD of a Gaussian spans a huge privacy-loss range (memory explodes) and ε is far beyond any
@@ -25,28 +26,35 @@ def calibrate_noise(target_epsilon: float, delta: float, q: float, rounds: int, 
     Uses ``dp_accounting.calibrate_dp_mechanism`` (Brent's method), then nudges z up until the accountant
     confirms the target, since the search is only accurate to its tolerance in z. Memoised: it is a pure function
     that takes seconds, and a run builds the mechanism twice in the driver (the devices' copy and the server's).
+
+    Memory does not grow with ``rounds``: the search starts from the RDP calibration (RDP's accountant holds one
+    number per order whatever z and the rounds, and its ε bounds PLD's from above, so its z is the bracket's upper
+    end) and evaluates the PLD only near the answer, on a grid sized for the ε there
+    (:func:`fedsim.privacy.accountant.pld_accountant`). Searching from z = 0.3 instead, as before, composed PLDs of
+    ε in the thousands: past 8 GiB at 10⁴ rounds, a MemoryError at 10⁶ (issue 18;
+    experiments/reliability/calibration_memory.py).
     """
 
     if math.isinf(target_epsilon):
         return 0.0  # ε = ∞: the same pipeline (sampling, clipping, fixed denominator) without noise
 
-    def make_accountant():
-        if method == "rdp":
-            return RdpAccountant()
-        return PLDAccountant(
-            neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4
-        )
+    def event(noise: float) -> dp_event.DpEvent:
+        return dp_event.SelfComposedDpEvent(gaussian_round(q, noise), rounds)
 
-    z = float(
-        dpa.calibrate_dp_mechanism(
-            make_accountant,
-            lambda noise: dp_event.SelfComposedDpEvent(gaussian_round(q, noise), rounds),
-            target_epsilon,
-            delta,
-            bracket_interval=dpa.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0),
-            tol=1e-4,
-        )
-    )
+    def search(make_accountant: Callable[[], Any], bracket: Any) -> float:
+        return float(dpa.calibrate_dp_mechanism(make_accountant, event, target_epsilon, delta, bracket, tol=1e-4))
+
+    if epsilon_of([(q, MIN_NOISE_MULTIPLIER, rounds)], delta, "rdp") <= target_epsilon:
+        return MIN_NOISE_MULTIPLIER  # the floor already meets the target (RDP's ε bounds PLD's)
+    z = search(RdpAccountant, dpa.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0))
+    if method == "pld":
+        high, low = z * 1.05, max(z / 1.5, MIN_NOISE_MULTIPLIER)  # RDP's z (to its tolerance) meets the target
+        while epsilon_of([(q, low, rounds)], delta) <= target_epsilon:
+            if low == MIN_NOISE_MULTIPLIER:
+                return low
+            high, low = low, max(low / 1.5, MIN_NOISE_MULTIPLIER)
+        grid: list[HistoryEntry] = [(q, low, rounds, None)]
+        z = search(lambda: pld_accountant(grid, delta), dpa.ExplicitBracketInterval(low, high))
     while epsilon_of([(q, z, rounds)], delta, method) > target_epsilon:
         z *= 1.001
     return z

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fedsim.config import ConfigError, PrivacyConfig
-from fedsim.privacy.accountant import PrivacyAccountant
+from fedsim.privacy.accountant import PrivacyAccountant, secagg_abort_delta
 from fedsim.privacy.calibration import calibrate_adaptive_noise, calibrate_noise, calibrate_remaining
 from fedsim.privacy.clipping import (
     adaptive_clip_update,
@@ -40,9 +40,20 @@ class CentralDP(ClippedMechanism):
     name = "central"
     unit = "user"
 
-    def __init__(self, cfg: PrivacyConfig, population: int, q: float, rounds: int) -> None:
+    def __init__(self, cfg: PrivacyConfig, population: int, q: float, rounds: int, secagg_abort: float = 0.0) -> None:
         super().__init__(cfg, population, q, rounds)
-        self.accountant = PrivacyAccountant(self.delta, cfg.accountant)
+        # secagg_abort: δ per round for secure aggregation's abort below min_users (accountant.secagg_abort_delta);
+        # at most a tenth of δ over the planned rounds, so that ε is still about the Gaussian releases
+        if rounds * secagg_abort > self.delta / 10:
+            raise ConfigError(
+                f"secagg.min_users with privacy=central: in a round where one user decides whether the round aborts "
+                f"(noise only) or releases a sum of ≥ secagg.min_users updates — probability {secagg_abort:.3g} per "
+                f"round with {population} users at q={q:g} — δ would grow by {rounds * secagg_abort:.3g} over "
+                f"{rounds} rounds, above δ/10 = {self.delta / 10:.3g}; lower secagg.min_users or raise "
+                "federation.participation (or the number of users)"
+            )
+        self.accountant = PrivacyAccountant(self.delta, cfg.accountant, secagg_abort)
+        planned_delta = self.delta - rounds * secagg_abort  # what the Gaussian releases may spend over the run
         self.adaptive = cfg.clipping == "adaptive"
         self.target_quantile = cfg.target_quantile
         self.clip_lr = cfg.clip_lr
@@ -56,15 +67,22 @@ class CentralDP(ClippedMechanism):
             self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
         elif self.adaptive:
             self.z, self.z_update = calibrate_adaptive_noise(
-                float(cfg.target_epsilon), self.delta, q, rounds, self.count_stddev, cfg.accountant
+                float(cfg.target_epsilon), planned_delta, q, rounds, self.count_stddev, cfg.accountant
             )
         else:
-            self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
+            self.z = calibrate_noise(float(cfg.target_epsilon), planned_delta, q, rounds, cfg.accountant)
             self.z_update = self.z
         self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
         self.configured_z = (self.z_update, self.z_count)  # what the config asked for (a remediation doubles it)
         self._flower = None
         self._flower_releases: list[tuple[float, int]] = []  # (z, participants) per round: the contrast's state
+
+    @classmethod
+    def from_config(cls, cfg: Any, population: int) -> CentralDP:
+        f, q = cfg.federation, cfg.federation.participation
+        reports = (1.0 - f.dropout) * f.availability  # each sampled user's (common) chance to reach the sum
+        abort = secagg_abort_delta(population, q * reports, cfg.secagg.min_users) if cfg.secagg.enabled else 0.0
+        return cls(cfg.privacy, population, q, f.rounds, abort)
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
@@ -130,6 +148,7 @@ class CentralDP(ClippedMechanism):
             f"privacy/epsilon_{other}": self.accountant.epsilon(other),
             "privacy/epsilon_flower_no_amplification": self._flower_no_amplification(len(participants)),
             "privacy/delta": self.delta,
+            **({"privacy/delta_secagg_abort": self.accountant.abort_spent} if self.accountant.abort_delta else {}),
         }
 
     def _flower_no_amplification(self, participants: int) -> float:
@@ -212,6 +231,16 @@ class CentralDP(ClippedMechanism):
             "clipped counts under fixed clipping), participation, evaluation metrics, and the diagnostics the "
             "trusted server computes from the un-noised sum (privacy/signal_to_noise, "
             "privacy/mean_update_norm_before_clip, privacy/participants, privacy/clipped_fraction_not_private)",
+            **(
+                {
+                    "secagg_abort": f"a round of fewer than secagg.min_users is aborted, so one user can decide "
+                    f"between noise only and a sum of min_users updates: probability "
+                    f"{self.accountant.abort_delta:.3g} per round, charged to δ (privacy/delta_secagg_abort); ε is "
+                    "computed at the rest of δ"
+                }
+                if self.accountant.abort_delta
+                else {}
+            ),
             "guarantee": f"user-level ({eps}) (ε, δ={self.delta:g})-DP for the shared model, see privacy/epsilon",
             "short": f"central user-level DP, z={self.z:.3f}, C={self.clipping_norm:g}, q={self.q:g}, "
             f"δ={self.delta:g}, Poisson + {self.accountant.method.upper()}",
@@ -237,8 +266,14 @@ class CentralDP(ClippedMechanism):
             return None
         if self.adaptive:
             return super().continue_for(rounds, done)
+        left = self.accountant.gaussian_delta() - (rounds - done) * self.accountant.abort_delta
+        if left < 0.9 * self.delta - self.accountant.abort_spent:  # the rounds to come would pass δ/10 (as __init__)
+            raise ConfigError(
+                f"resume_from: {rounds} rounds would charge secure aggregation's aborts more than δ/10 = "
+                f"{self.delta / 10:.3g}; lower secagg.min_users or federation.rounds"
+            )
         z = calibrate_remaining(
-            self.accountant.history, self.target_epsilon, self.delta, self.q, rounds - done, self.accountant.method
+            self.accountant.history, self.target_epsilon, left, self.q, rounds - done, self.accountant.method
         )
         if z is None:
             raise ConfigError(

@@ -86,7 +86,9 @@ def test_rollback_under_fedavgm_keeps_the_model_bounded_and_usable(audit_demo, t
     assert rollbacks, "the demo must roll back at least once"
 
     reference = tmp_path / "no_audit"
-    run(tiny_config(*AUDIT_DEMO, "audit.enabled=false"), reference)
+    # the same gate, only warning: no rollback (audit.enabled=false would leave the preset's gate unread: refused)
+    gate = "audit.rules.item_set_attack"
+    run(tiny_config(*AUDIT_DEMO, f"{gate}.action=warn", f"{gate}.then=stop", f"{gate}.remediation=none"), reference)
     audited, plain = _model(run_dir), _model(reference)
     for name, values in plain.items():
         assert np.isfinite(audited[name]).all()
