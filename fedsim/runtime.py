@@ -17,6 +17,7 @@ import torch
 
 from fedsim.config import ConsentConfig, FedsimConfig
 from fedsim.data import Interactions, Split, load_split
+from fedsim.data.lazy import LazySplit
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.roles import (
     CONTRIBUTION,
@@ -163,7 +164,17 @@ def _build_runtime(cfg: FedsimConfig) -> Runtime:
     model = build_model(cfg.model, data.n_items)
     shards = shard_users(split.n_train(), nodes_for(cfg, data.n_users))
     roles = assign_roles(data.n_users, data.user_attributes, cfg.consent, cfg.attack, cfg.seed)
-    return Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
+    rt = Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
+    if isinstance(split, LazySplit):  # item popularity is then counted per group in one pass over the population
+        split.popularity_groups(_popularity_groups(rt))
+    return rt
+
+
+def _popularity_groups(rt: Runtime) -> np.ndarray:
+    """Per user, a small label such that every user set whose item popularity a run asks for (everyone, the
+    eligible, the contributing opted-in users) is a union of labels: role × contributes × has training data."""
+    _, role = np.unique(rt.roles, return_inverse=True)
+    return (role * 2 + rt.contributes) * 2 + (rt.split.n_train() > 0)
 
 
 def get_runtime(cfg: FedsimConfig, world: str | Path | None = None, required: bool = False) -> Runtime:
@@ -191,7 +202,9 @@ def export_world(rt: Runtime, folder: str | Path) -> Path:
     """Save ``rt``'s arrays as ``.npy`` files (one per array, so each can be memory-mapped) and a small JSON index."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = _world_arrays(rt)
+    # a lazily drawn population has nothing to map: each process draws the users it reads from the config itself
+    lazy = isinstance(rt.split, LazySplit)
+    arrays = {} if lazy else _world_arrays(rt)
     for name, values in arrays.items():
         np.save(folder / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
     meta = {
@@ -203,6 +216,7 @@ def export_world(rt: Runtime, folder: str | Path) -> Path:
         "source": rt.data.source,
         "attributes": sorted(rt.data.user_attributes),
         "n_shards": len(rt.shards),
+        "lazy": lazy,
     }
     (folder / _WORLD_META).write_text(json.dumps(meta))  # written last: its presence marks a complete folder
     return folder
@@ -250,6 +264,8 @@ def _load_world(cfg: FedsimConfig, folder: Path, required: bool = False) -> Runt
                 "attack settings differ): save it with fedsim-world and the same overrides as the run"
             )
         return None
+    if meta.get("lazy"):
+        return _build_runtime(cfg)
     a = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in meta["arrays"]}
     data = Interactions(
         user=a["user"],

@@ -2,6 +2,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import V1, tiny_config
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedsim.data.negatives import UserSamples
@@ -73,8 +74,8 @@ def test_item_set_attack_is_chance_on_pure_noise():
     assert result["attack-auc-sum"] / 50 == pytest.approx(0.5, abs=0.03)
 
 
-def test_item_set_attack_reads_raw_updates_and_local_noise_hides_them(tiny_cfg):
-    rt = get_runtime(tiny_cfg)
+def test_item_set_attack_reads_raw_updates_and_local_noise_hides_them():
+    rt = get_runtime(tiny_config(V1))  # its thresholds were set on the first generator's data
     users = rt.eligible[:10]
     shared = rt.model.init_shared(0)
     rng = np.random.default_rng(0)
