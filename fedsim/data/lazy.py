@@ -81,7 +81,10 @@ class UserColumn:
         self.split, self.name = split, name
 
     def __getitem__(self, users: Any) -> np.ndarray:
-        ids = np.asarray(users, dtype=np.int64)
+        if isinstance(users, slice):
+            users = np.arange(self.split.n_users)[users]
+        ids = np.asarray(users)
+        ids = np.flatnonzero(ids) if ids.dtype == bool else ids.astype(np.int64)
         out = np.array([self._value(int(u)) for u in ids.reshape(-1)], dtype=np.int64)
         if self.name == "negatives":
             return out.reshape(*ids.shape, self.split.n_negatives)
