@@ -171,3 +171,17 @@ def test_a_lazy_world_folder_holds_no_arrays_and_a_worker_builds_the_same_runtim
     assert [s.tolist() for s in mapped.shards] == [s.tolist() for s in built.shards]
     np.testing.assert_array_equal(mapped.split.train_items_of(5), built.split.train_items_of(5))
     runtime._RUNTIMES.clear()
+
+
+def test_synthetic_v1_reproduces_the_first_generators_data():
+    """``dataset=synthetic_v1`` is the default synthetic data of before issue 19, bit for bit: the digest of its
+    events and split (600 users, seed 0) was computed with the base commit's ``dataset=synthetic``."""
+    import hashlib
+
+    data, split = load_split(compose(["dataset=synthetic_v1"]).dataset, 0)
+    digest = hashlib.sha256()
+    for values in (data.user, data.item, data.timestamp, split.train_items, split.val_item, split.test_item):
+        digest.update(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(split.eval_negatives, dtype=np.int64).tobytes())
+    assert data.n_interactions == 11088 and data.source == "synthetic(n_users=600, n_items=800, seed=0)"
+    assert digest.hexdigest() == "8e052b1bd1afbc5299de26c8717e4d3eedd66e110fe69e9bbfe2dabd0db92985"
