@@ -26,20 +26,28 @@ class ConfigError(ValueError):
 
 @dataclass
 class DatasetConfig:
-    """``dataset/``: which interactions to load (synthetic, ml-100k, ml-1m) and the generator's knobs."""
+    """``dataset/``: which interactions to load (synthetic, synthetic_v1, ml-100k, ml-1m) and the generators' knobs.
+
+    The defaults are the calibrated generator's (``synthetic``: fedsim/data/population.py, MovieLens-100K's
+    statistics); ``conf/dataset/synthetic_v1.yaml`` sets the first generator's own values."""
 
     name: str = "synthetic"
     path: str | None = None
     n_users: int = 600
-    n_items: int = 800
-    latent_dim: int = 8
-    min_interactions: int = 5
-    max_interactions: int = 300
-    activity_exponent: float = 1.2
-    popularity_exponent: float = 0.9
-    minority_share: float = 0.3
+    n_items: int = 1682
+    latent_dim: int = 24
+    min_interactions: int = 20
+    max_interactions: int = 737
+    activity_exponent: float = 1.2  # synthetic_v1 only: Pareto shape of the activity
+    popularity_exponent: float = 0.9  # synthetic_v1 only: Zipf exponent of the popularity
+    minority_share: float = 0.29
     group_shift: float = 1.0
-    taste_strength: float = 5.0
+    taste_strength: float = 2.6
+    activity_mean: float = 106.0  # synthetic: mean events per user (before the max_interactions cap)
+    activity_shape: float = 0.69  # synthetic: Gamma shape of the events above min_interactions (ML-100K: 0.69)
+    popularity_sd: float = 2.6  # synthetic: sd of the items' log-popularity prior
+    age_shift: float = 0.5  # synthetic: taste shift per standard deviation of age bracket
+    drift: float = 0.1  # synthetic: how much earlier in a user's timeline popular items come (0: by taste only)
 
 
 @dataclass
@@ -617,6 +625,7 @@ THENS = ("stop", "continue")
 REMEDIATIONS = ("none", "more_noise", "exposure_regularizer", "rerank")
 FAIRNESS_MITIGATIONS = ("none", "exposure_regularizer", "rerank")
 ERASURE_POLICIES = ("none", "continue", "retrain")
+SYNTHETIC_DATASETS = ("synthetic", "synthetic_v1")  # generated, not read: no dataset.path
 
 
 def register_schemas() -> None:
@@ -667,9 +676,9 @@ def validate(cfg: FedsimConfig, named: typing.Collection[str] = ()) -> FedsimCon
 def _dataset(cfg: FedsimConfig) -> None:
     d = cfg.dataset
     _one_of("dataset.name", d.name, names("dataset"))
-    if d.name != "synthetic" and not d.path:
+    if d.name not in SYNTHETIC_DATASETS and not d.path:
         raise ConfigError(f"dataset.path is required for dataset.name={d.name} (the folder holding the unzipped files)")
-    if d.name == "synthetic":
+    if d.name in SYNTHETIC_DATASETS:
         _check("dataset.n_users", d.n_users >= 2, "an integer >= 2", d.n_users)
         _check("dataset.n_items", d.n_items >= 20, "an integer >= 20", d.n_items)
         _check(
@@ -687,6 +696,17 @@ def _dataset(cfg: FedsimConfig) -> None:
         _check("dataset.minority_share", 0.0 <= d.minority_share <= 1.0, "0 <= share <= 1", d.minority_share)
         _positive("dataset.activity_exponent", d.activity_exponent)
         _check("dataset.latent_dim", d.latent_dim >= 1, "an integer >= 1", d.latent_dim)
+    if d.name == "synthetic":
+        _check(
+            "dataset.activity_mean",
+            math.isfinite(d.activity_mean) and d.activity_mean > d.min_interactions,
+            f"a number > dataset.min_interactions ({d.min_interactions})",
+            d.activity_mean,
+        )
+        for key in ("activity_shape", "popularity_sd", "taste_strength"):
+            _positive(f"dataset.{key}", getattr(d, key))
+        for key in ("group_shift", "age_shift", "drift"):
+            _check(f"dataset.{key}", math.isfinite(getattr(d, key)), "a finite number", getattr(d, key))
 
 
 def _model(cfg: FedsimConfig) -> None:

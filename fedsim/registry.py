@@ -14,7 +14,8 @@ from typing import Any
 
 REGISTRIES: dict[str, dict[str, str]] = {
     "dataset": {
-        "synthetic": "fedsim.data.synthetic:synthetic_from_config",
+        "synthetic": "fedsim.data.population:population_from_config",
+        "synthetic_v1": "fedsim.data.synthetic:synthetic_from_config",
         "ml-100k": "fedsim.data.movielens:ml100k_from_config",
         "ml-1m": "fedsim.data.movielens:ml1m_from_config",
     },

@@ -1,5 +1,9 @@
 """The simulated world of one run: data, split, model structure, user shards and roles — built once per process.
 
+On the default synthetic population the data and split are lazy views (:mod:`fedsim.data.lazy`): a process holds the
+per-user scalars (numbers of interactions, attributes, roles, shards) and only the users it reads — a node its
+cohort and its evaluation sample, the driver the users it evaluates and attacks.
+
 Client, server, ethics and the centralized baseline all read the same :class:`Runtime`, so none of them has to import
 another to know who the users are. It holds no privacy mechanism and no training state: the server owns the
 stateful pieces (strategy, accountant, loop), the devices own their private embeddings (``context.state``).
@@ -17,6 +21,7 @@ import torch
 
 from fedsim.config import ConsentConfig, FedsimConfig
 from fedsim.data import Interactions, Split, load_split
+from fedsim.data.lazy import LazySplit
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.roles import (
     CONTRIBUTION,
@@ -163,7 +168,17 @@ def _build_runtime(cfg: FedsimConfig) -> Runtime:
     model = build_model(cfg.model, data.n_items)
     shards = shard_users(split.n_train(), nodes_for(cfg, data.n_users))
     roles = assign_roles(data.n_users, data.user_attributes, cfg.consent, cfg.attack, cfg.seed)
-    return Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
+    rt = Runtime(cfg, data, split, model, shards, roles, assign_purposes(roles, cfg.consent, cfg.seed))
+    if isinstance(split, LazySplit):  # item popularity is then counted per group in one pass over the population
+        split.popularity_groups(_popularity_groups(rt))
+    return rt
+
+
+def _popularity_groups(rt: Runtime) -> np.ndarray:
+    """Per user, a small label such that every user set whose item popularity a run asks for (everyone, the
+    eligible, the contributing opted-in users) is a union of labels: role × contributes × has training data."""
+    _, role = np.unique(rt.roles, return_inverse=True)
+    return (role * 2 + rt.contributes) * 2 + (rt.split.n_train() > 0)
 
 
 def get_runtime(cfg: FedsimConfig, world: str | Path | None = None, required: bool = False) -> Runtime:
@@ -171,7 +186,9 @@ def get_runtime(cfg: FedsimConfig, world: str | Path | None = None, required: bo
 
     With ``world`` (a folder :func:`export_world` wrote for this ``cfg``), the arrays are memory-mapped from it instead
     of built: a Ray worker then neither regenerates the population nor holds a copy of it — a node's pages are read
-    only when it touches its own users' rows. A folder that is missing (a worker on another machine of a Ray
+    only when it touches its own users' rows. The default synthetic population has no arrays to map: every process
+    builds its runtime from the config in about a second at 10⁶ users (per-user scalars only) and draws the users it
+    reads (:mod:`fedsim.data.lazy`), so its world folder holds only the index. A folder that is missing (a worker on another machine of a Ray
     cluster) or was written for another population falls back to building — unless ``required`` (a SuperNode told
     to map it), then that is a ValueError naming the folder.
     """
@@ -191,7 +208,9 @@ def export_world(rt: Runtime, folder: str | Path) -> Path:
     """Save ``rt``'s arrays as ``.npy`` files (one per array, so each can be memory-mapped) and a small JSON index."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = _world_arrays(rt)
+    # a lazily drawn population has nothing to map: each process draws the users it reads from the config itself
+    lazy = isinstance(rt.split, LazySplit)
+    arrays = {} if lazy else _world_arrays(rt)
     for name, values in arrays.items():
         np.save(folder / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
     meta = {
@@ -203,6 +222,7 @@ def export_world(rt: Runtime, folder: str | Path) -> Path:
         "source": rt.data.source,
         "attributes": sorted(rt.data.user_attributes),
         "n_shards": len(rt.shards),
+        "lazy": lazy,
     }
     (folder / _WORLD_META).write_text(json.dumps(meta))  # written last: its presence marks a complete folder
     return folder
@@ -250,6 +270,8 @@ def _load_world(cfg: FedsimConfig, folder: Path, required: bool = False) -> Runt
                 "attack settings differ): save it with fedsim-world and the same overrides as the run"
             )
         return None
+    if meta.get("lazy"):
+        return _build_runtime(cfg)
     a = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in meta["arrays"]}
     data = Interactions(
         user=a["user"],

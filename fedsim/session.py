@@ -29,7 +29,7 @@ from fedsim.checkpoint import (
 from fedsim.config import FedsimConfig, as_dict
 from fedsim.data.protocol import split_warnings
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
-from fedsim.ethics.attacks import reidentification_risk
+from fedsim.ethics.attacks import reidentification_stream
 from fedsim.ethics.audit import AuditCallback
 from fedsim.ethics.controls import controls_summary, controls_threat_model, protocol_with_controls
 from fedsim.ethics.erasure import ErasureMonitor
@@ -106,10 +106,13 @@ def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str
 
 
 def _data_audit(rt: Runtime) -> dict[str, float]:
-    """Re-identification risk of the training data of the users who take part (opted in, contributing, measured)."""
+    """Re-identification risk of the training data of the users who take part (opted in, contributing, measured):
+    one streamed pass over them, never the population in memory."""
     users = np.flatnonzero((rt.roles == OPTED_IN) & rt.contributes & rt.measured)
-    return reidentification_risk(
-        [rt.split.train_items_of(int(u)) for u in users],
+    return reidentification_stream(
+        rt.split.n_train()[users],
+        lambda i: rt.split.train_items_of(int(users[i])),
+        rt.split.stream_train_items(users),
         rt.split.n_items,
         list(rt.cfg.attack.reid_sizes),
         rt.cfg.seed,
@@ -160,7 +163,7 @@ class Session:
         if self.federated:  # the users the federation evaluates: all but the attack's hold-out and the unmeasured
             served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served] & rt.in_evaluation_sample[served]]
             trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
-        n_eval = int((rt.split.test_item >= 0).sum())
+        n_eval = int(rt.split.evaluated.sum())
         return {
             "name": cfg.name,
             "run_dir": str(self.run_dir),
@@ -169,7 +172,7 @@ class Session:
                 "source": rt.data.source,
                 "users": rt.data.n_users,
                 "items": rt.data.n_items,
-                "interactions": int(len(rt.split.train_items) + (rt.split.val_item >= 0).sum() + n_eval),
+                "interactions": int(rt.split.n_train().sum()) + 2 * n_eval,  # training + validation + test
                 "events_in_source": rt.data.n_interactions,  # before repeated (user, item) events were dropped
                 "evaluated_users": int(len(rt.split.evaluated_users)),
                 "nodes": rt.n_nodes,
@@ -344,7 +347,7 @@ class Session:
         embeddings = load_device_embeddings(self.run_dir)
         rng = np.random.default_rng([rt.cfg.seed, 61])
         measured = (rt.roles != HOLDOUT) & rt.measured  # who declined being measured is not shown in the report
-        served = np.flatnonzero(measured & (rt.split.test_item >= 0))
+        served = np.flatnonzero(measured & rt.split.evaluated)
         picks = list(rng.choice(served, size=min(n_users, len(served)), replace=False))
         fallback = np.flatnonzero(measured & ~rt.personalised)  # show one non-personalised user when there is one
         if len(fallback) and picks and all(rt.personalised[u] for u in picks):

@@ -10,7 +10,7 @@ import torch
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsim.cli import compose
-from fedsim.config import FedsimConfig
+from fedsim.config import DatasetConfig, FedsimConfig
 
 # One intra-op thread: the runs here are tiny, and on a shared 2-core machine torch's thread pool spin-waits against
 # other processes (measured 30× slower under load). Ray workers set their own (OMP_NUM_THREADS per node).
@@ -30,6 +30,16 @@ TINY = (
     "evaluation.every=1",
     "evaluation.n_negatives=49",
 )
+
+
+# the first synthetic generator: for tests whose thresholds or groups (``group`` A/B) were set on its data
+V1 = "dataset=synthetic_v1"
+
+
+def v1_dataset() -> DatasetConfig:
+    """The ``dataset=synthetic_v1`` settings (the first generator's, whose numbers the older tests were written
+    against), for tests that call :func:`fedsim.data.synthetic.generate_synthetic` directly."""
+    return compose([V1]).dataset
 
 
 def tiny_config(*overrides: str, **federation: object) -> FedsimConfig:

@@ -48,9 +48,11 @@ def test_centralized_mode_and_itempop_baseline(tmp_path):
     # ItemPop by hand: rank each user's test item among its 49 fixed negatives by training popularity over all users
     # (centralized: everyone trains), ties broken by the lower item id; a hit is fewer than 10 ranked above it
     split = get_runtime(cfg).split
-    popularity = np.bincount(split.train_items, minlength=split.n_items)
+    popularity = np.bincount(
+        np.concatenate([split.train_items_of(u) for u in range(split.n_users)]), minlength=split.n_items
+    )
     hits = []
-    for user in np.flatnonzero(split.test_item >= 0):
+    for user in np.flatnonzero(split.evaluated):
         target, negatives = split.test_item[user], split.eval_negatives[user]
         above = (popularity[negatives] > popularity[target]) | (
             (popularity[negatives] == popularity[target]) & (negatives < target)

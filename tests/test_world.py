@@ -1,8 +1,11 @@
-"""The driver's saved world (``fedsim.runtime.export_world``): what a Ray worker memory-maps instead of building."""
+"""The driver's saved world (``fedsim.runtime.export_world``): what a Ray worker memory-maps instead of building.
+
+Only an eagerly built population has arrays to map (MovieLens, ``dataset=synthetic_v1``, used here); the default
+synthetic population is drawn lazily by each process (tests/data/test_population.py)."""
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import V1, tiny_config
 
 from fedsim import runtime
 from fedsim.runtime import export_world, get_runtime
@@ -14,7 +17,7 @@ def _fresh_runtime(cfg, world=None):
 
 
 def test_a_worker_maps_the_same_world_the_driver_built(tmp_path):
-    cfg = tiny_config("consent=purposes")
+    cfg = tiny_config(V1, "consent=purposes")
     built = _fresh_runtime(cfg)
     folder = export_world(built, tmp_path / "world")
     mapped = _fresh_runtime(cfg, folder)
@@ -32,15 +35,15 @@ def test_a_worker_maps_the_same_world_the_driver_built(tmp_path):
 
 
 def test_a_world_saved_for_another_config_or_missing_is_built_instead(tmp_path):
-    cfg = tiny_config()
+    cfg = tiny_config(V1)
     folder = export_world(_fresh_runtime(cfg), tmp_path / "world")
-    other = tiny_config("seed=1")
+    other = tiny_config(V1, "seed=1")
     rebuilt = _fresh_runtime(other, folder)
     assert not isinstance(rebuilt.split.train_items, np.memmap)
     assert rebuilt.cfg.seed == 1
     assert not isinstance(_fresh_runtime(cfg, tmp_path / "absent").split.train_items, np.memmap)
     # settings the population does not depend on may differ; a SuperNode told to map a world gets one clear error
-    assert isinstance(_fresh_runtime(tiny_config("federation.rounds=7"), folder).split.train_items, np.memmap)
+    assert isinstance(_fresh_runtime(tiny_config(V1, "federation.rounds=7"), folder).split.train_items, np.memmap)
     runtime._RUNTIMES.clear()
     with pytest.raises(ValueError, match="saved for another population"):
         get_runtime(other, folder, required=True)
@@ -57,7 +60,7 @@ def test_a_supernode_with_a_world_in_its_node_config_maps_it(tmp_path, flower_id
     from fedsim.cli import world_main
     from fedsim.flower_apps import client_app, compose_config
 
-    overrides = "dataset.n_users=30 dataset.n_items=90 model.dim=4 evaluation.n_negatives=20"
+    overrides = f"{V1} dataset.n_users=30 dataset.n_items=90 model.dim=4 evaluation.n_negatives=20"
     world_main([str(tmp_path / "world"), *overrides.split()])
     runtime._RUNTIMES.clear()
     node = {"partition-id": 1, "num-partitions": 4, "world": str(tmp_path / "world")}

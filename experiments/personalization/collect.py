@@ -15,7 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
-GROUPINGS = {"synthetic": ["group"], "ml-100k": ["gender", "age"]}
+# runs made before issue 19 call the first generator "synthetic" (its attribute: group); it is "synthetic_v1" since
+GROUPINGS = {"synthetic": ["group", "gender", "age"], "synthetic_v1": ["group"], "ml-100k": ["gender", "age"]}
 
 
 def _load(run_dir: Path) -> tuple[dict, dict, dict]:
@@ -59,7 +60,7 @@ def fair_rows(run_dir: Path) -> list[str]:
     over all groups in the gaps, and each one's lift with CI."""
     summary, cfg, final = _load(run_dir)
     out = []
-    for grouping in GROUPINGS.get(cfg["dataset"]["name"], []):
+    for grouping in [g for g in GROUPINGS.get(cfg["dataset"]["name"], []) if g in summary["fairness"]]:
         table = summary["fairness"][grouping]["test_hr"]
         kept = sorted((g for g in table if table[g]["in_gaps"]), key=lambda g: table[g]["size"])
         cells = [cfg["dataset"]["name"], _dp(cfg), cfg["personalization"]["name"], grouping]

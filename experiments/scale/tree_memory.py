@@ -1,7 +1,8 @@
 """Run a command and report the peak memory of its whole process tree (Ray's raylet, GCS and workers included).
 
 Samples every ``--every`` seconds: RSS summed over the tree (counts a memory-mapped file page once per process that
-touched it) and PSS (shares each such page among them — what the tree really occupies). Linux only (/proc).
+touched it), PSS (shares each such page among them — what the tree really occupies) and the RSS of the command's own
+process (the driver: with Ray, the workers are other processes). Linux only (/proc).
 
     python experiments/scale/tree_memory.py -- fedsim dataset.n_users=1000000 federation.participation=0.001 ...
 """
@@ -55,10 +56,11 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     start = time.perf_counter()
     child = subprocess.Popen(command)
-    peak_rss = peak_pss = peak_procs = 0
+    peak_rss = peak_pss = peak_procs = peak_driver = 0
     while child.poll() is None:
         pids = _tree(child.pid)
         sizes = [_kib(p) for p in pids]
+        peak_driver = max(peak_driver, sizes[0][0])
         peak_rss = max(peak_rss, sum(r for r, _ in sizes))
         peak_pss = max(peak_pss, sum(p for _, p in sizes))
         peak_procs = max(peak_procs, len(pids))
@@ -66,7 +68,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     print(
         f"tree_memory: exit {child.returncode}, wall {wall:.1f} s, peak tree PSS {peak_pss / 2**20:.2f} GiB, "
-        f"peak tree RSS {peak_rss / 2**20:.2f} GiB, up to {peak_procs} processes",
+        f"peak tree RSS {peak_rss / 2**20:.2f} GiB, peak driver RSS {peak_driver / 2**20:.2f} GiB, "
+        f"up to {peak_procs} processes",
         file=sys.stderr,
     )
     sys.exit(child.returncode)

@@ -160,17 +160,18 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     users = np.asarray(config.pop("user-ids"), dtype=np.int64)
     shared = arrays_of(msg)
     keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: nothing kept
-    shard = rt.shards[partition]
-    all_private = _private_embeddings(context, rt, partition) if keeps else rt.model.init_private(shard, cfg.seed)
     rows = _rows_of(rt, partition, users)
+    # a method that keeps no embedding starts the round's users from their seeded initialisation (not the shard's)
+    all_private = _private_embeddings(context, rt, partition) if keeps else None
+    private = all_private[rows] if all_private is not None else rt.model.init_private(users, cfg.seed)
     all_personal = _personal_state(context, rt, partition)
     personal = None if all_personal is None else all_personal[rows]
     upload, metrics, new_private, _ = train_shard(
-        rt, users, all_private[rows], shared, int(config["server-round"]), config, personal
+        rt, users, private, shared, int(config["server-round"]), config, personal
     )
     if all_personal is not None and personal is not None:  # updated in place by the method; stays on the node
         _store_rows(context, PERSONAL_KEY, "personal", all_personal, rows, personal)
-    if keeps:
+    if all_private is not None:
         _store_rows(context, STATE_KEY, "user-embedding", all_private, rows, new_private)
     content = RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)})
     return Message(content, reply_to=msg)
@@ -183,16 +184,20 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     users = rt.shards[partition]
     server_round = int(config_of(msg).get("server-round", 0))
     keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: re-fitted when ranking
-    private = _private_embeddings(context, rt, partition) if keeps else rt.model.init_private(users, cfg.seed)
-    fitted = fit_local_only(rt, users, private, shared, server_round) if keeps else None
-    if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
-        context.state[STATE_KEY] = to_record({"user-embedding": fitted})
-        private = fitted
     keep = rt.in_evaluation_sample[users]  # evaluation.max_users: only the sampled devices score
+    if keeps:
+        private = _private_embeddings(context, rt, partition)
+        fitted = fit_local_only(rt, users, private, shared, server_round)
+        if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
+            context.state[STATE_KEY] = to_record({"user-embedding": fitted})
+            private = fitted
+        private = private[keep]
+    else:
+        private = rt.model.init_private(users[keep], cfg.seed)
     personal = _personal_state(context, rt, partition)
     personal = None if personal is None else personal[keep]
     rerank = bool(config_of(msg).get(mitigation.EVAL_KEY, False))  # mitigation=rerank (fedsim/mitigation)
-    result, extra = evaluate_shard(rt, users[keep], private[keep], shared, server_round, personal, rerank)
+    result, extra = evaluate_shard(rt, users[keep], private, shared, server_round, personal, rerank)
     record = {"user-ids": result.users.tolist(), "top-k": result.top_k.reshape(-1).tolist()}
     record.update({name: values.tolist() for name, values in result.values.items()})
     record.update({name: values.tolist() for name, values in extra.items()})

@@ -16,6 +16,7 @@ Every number fedsim prints is computed on this split, so its rules live in one p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +47,19 @@ class Split:
         return np.diff(self.train_indptr)
 
     @property
+    def evaluated(self) -> np.ndarray:
+        """Per user: has held-out items (is evaluated)."""
+        return self.test_item >= 0
+
+    @property
     def evaluated_users(self) -> np.ndarray:
-        return np.flatnonzero(self.test_item >= 0)
+        return np.flatnonzero(self.evaluated)
+
+    def stream_train_items(self, users: np.ndarray, chunk: int = 8192) -> Iterator[list[np.ndarray]]:
+        """The training items of ``users``, in order, ``chunk`` users at a time (what a whole-population aggregate
+        reads; a lazy split draws each chunk afresh instead of holding the population)."""
+        for start in range(0, len(users), chunk):
+            yield [self.train_items_of(int(u)) for u in users[start : start + chunk].tolist()]
 
     def item_popularity(self, users: np.ndarray | None = None) -> np.ndarray:
         """Training interactions per item, over ``users`` (all users when None)."""
@@ -58,8 +70,14 @@ class Split:
         return np.bincount(flat, minlength=self.n_items)
 
 
-def leave_one_out(data: Interactions, n_negatives: int = 99, seed: int = 0) -> Split:
-    """Split ``data`` by time and draw the fixed evaluation negatives (see the module docstring)."""
+def leave_one_out(
+    data: Interactions, n_negatives: int = 99, seed: int = 0, negatives_per_user: bool = False
+) -> Split:
+    """Split ``data`` by time and draw the fixed evaluation negatives (see the module docstring).
+
+    ``negatives_per_user``: each user's negatives come from its own stream (:func:`user_negatives`), so a user's
+    split does not depend on the other users — what a population drawn one user at a time needs
+    (:mod:`fedsim.data.lazy`); otherwise one stream over the users in order (MovieLens, ``synthetic_v1``)."""
     order = np.lexsort((data.item, data.timestamp, data.user))
     user, item = data.user[order], data.item[order]
     # drop repeated (user, item) events, keeping the earliest: a held-out item must be new to the user
@@ -96,7 +114,10 @@ def leave_one_out(data: Interactions, n_negatives: int = 99, seed: int = 0) -> S
                 f"user {u} has only {available} unseen items but evaluation.n_negatives={n_negatives}: "
                 "use a larger catalogue or fewer negatives"
             )
-        negatives[u] = sample_unseen(rng, data.n_items, seen, n_negatives, replace=False)
+        if negatives_per_user:
+            negatives[u] = user_negatives(seed, int(u), data.n_items, seen, n_negatives)
+        else:
+            negatives[u] = sample_unseen(rng, data.n_items, seen, n_negatives, replace=False)
     return Split(
         n_users=data.n_users,
         n_items=data.n_items,
@@ -124,7 +145,10 @@ def _held_out_time(data: Interactions, held_out: np.ndarray) -> np.ndarray:
 def split_warnings(data: Interactions, split: Split) -> list[str]:
     """Why ``split`` may not be by time: all timestamps equal, or more than half of the evaluated users' test items
     tied on time with their validation item (the latest timestamp is on several items; the test item is then the
-    one with the highest item id, not the latest event). Said on the console and in summary.json; [] otherwise."""
+    one with the highest item id, not the latest event). Said on the console and in summary.json; [] otherwise.
+    A lazy population (:mod:`fedsim.data.lazy`) has no event arrays to scan and, by construction, no ties."""
+    if not isinstance(data.timestamp, np.ndarray):
+        return []
     if data.n_interactions > 1 and bool(np.all(data.timestamp == data.timestamp[0])):
         return [
             f"every interaction of {data.source} has the same timestamp ({int(data.timestamp[0])}): the "
@@ -141,6 +165,11 @@ def split_warnings(data: Interactions, split: Split) -> list[str]:
         "timestamp on several items: their test item is chosen among those by item id, not by time (leave-one-out "
         "ties broken by item id)"
     ]
+
+
+def user_negatives(seed: int, user: int, n_items: int, seen_sorted: np.ndarray, n_negatives: int) -> np.ndarray:
+    """User ``user``'s fixed evaluation negatives from the user's own stream ``[seed, 99, user]``."""
+    return sample_unseen(np.random.default_rng([seed, 99, user]), n_items, seen_sorted, n_negatives, replace=False)
 
 
 def sample_unseen(

@@ -1,6 +1,8 @@
-"""The built-in synthetic dataset: the default, so fedsim runs anywhere without a download.
+"""The first built-in synthetic dataset, ``dataset=synthetic_v1``: kept so that the numbers recorded with it reproduce.
 
-It is built to exercise everything fedsim measures, not to imitate one real service:
+The default is now the calibrated population of :mod:`fedsim.data.population` (MovieLens-100K's statistics at any N,
+drawn one user at a time). This one was built to exercise everything fedsim measures, not to imitate one real
+service:
 
 * latent taste vectors for users and items, so a factorisation model has real signal to learn;
 * Zipf-like item popularity (a short head and a long tail, for exposure and long-tail metrics);
@@ -11,7 +13,8 @@ It is built to exercise everything fedsim measures, not to imitate one real serv
   (a model fitted to the majority serves the minority worse: a fairness gap to measure);
 * timestamps, so the leave-one-out-by-time protocol is the same as on MovieLens.
 
-Everything is drawn from one ``numpy`` generator seeded by ``seed``: same seed, same data.
+Everything is drawn from one ``numpy`` generator seeded by ``seed``: same seed, same data — but a user's data
+depends on every user drawn before it, so the whole population is built at once, in one process.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from fedsim.config import DatasetConfig
 from fedsim.data.interactions import Interactions
 
 
-def generate_synthetic(cfg: DatasetConfig | None = None, seed: int = 0, **overrides: Any) -> Interactions:
-    """Draw a synthetic implicit-feedback log from ``dataset/`` config (its defaults are the one source of the
-    generator's defaults; ``overrides`` replace single fields, e.g. ``n_users=30`` in tests).
+def generate_synthetic(cfg: DatasetConfig, seed: int = 0, **overrides: Any) -> Interactions:
+    """Draw a synthetic implicit-feedback log from a ``dataset=synthetic_v1`` config (conf/dataset/synthetic_v1.yaml
+    holds its values of the keys it shares with the default generator); ``overrides`` replace single fields, e.g.
+    ``n_users=30`` in tests.
 
     Parameters (fields of :class:`~fedsim.config.DatasetConfig`)
     ----------
@@ -43,7 +47,7 @@ def generate_synthetic(cfg: DatasetConfig | None = None, seed: int = 0, **overri
     taste_strength : float
         Scale of the taste term against popularity in an item's choice logit; 0 = pure popularity.
     """
-    c = replace(cfg or DatasetConfig(), **overrides)
+    c = replace(cfg, **overrides)
     n_users, n_items, latent_dim = c.n_users, c.n_items, c.latent_dim
     min_interactions, max_interactions = c.min_interactions, c.max_interactions
     activity_exponent, popularity_exponent, minority_share = (

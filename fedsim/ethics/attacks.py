@@ -32,6 +32,8 @@ read the advantage's bootstrap CI against the null baseline first.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+
 import numpy as np
 import sklearn
 from sklearn.metrics import auc as _trapezoid_auc
@@ -268,42 +270,75 @@ def membership_attack(
 
 
 def reidentification_risk(
-    user_items: list[np.ndarray], n_items: int, sizes: list[int], seed: int, sample: int = 0
+    user_items: Sequence[np.ndarray], n_items: int, sizes: list[int], seed: int, sample: int = 0
 ) -> dict[str, float]:
     """Share of users (with ≥ s items) whose s randomly drawn items are held by no other user, with a 95% Wilson
-    interval (``…_ci_low``/``…_ci_high``).
-
-    Linear in the data: the user × item matrix is built once (sparse, by column), and a probe's holders are counted
-    from the columns of its s items only — O(Σ column sizes) per probe instead of intersecting Python sets. With
-    ``sample`` > 0 and more eligible users than that, a seeded sample of users is probed (the interval says how
-    much that costs in precision); the full population otherwise.
+    interval (``…_ci_low``/``…_ci_high``); ``user_items[i]`` are user i's items (see :func:`reidentification_stream`).
     """
-    from scipy.sparse import csc_matrix
-
-    rng = np.random.default_rng([seed, 41])
     lengths = np.array([len(items) for items in user_items], dtype=np.int64)
-    rows = np.repeat(np.arange(len(user_items)), lengths)
-    cols = np.concatenate(user_items) if len(user_items) else np.zeros(0, dtype=np.int64)
-    holders = csc_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(user_items), n_items))
-    holders.sum_duplicates()
-    holders.data[:] = 1
-    out: dict[str, float] = {}
+    chunks = (list(user_items[start : start + HOLDER_CHUNK]) for start in range(0, len(user_items), HOLDER_CHUNK))
+    return reidentification_stream(lengths, user_items.__getitem__, chunks, n_items, sizes, seed, sample)
+
+
+def reidentification_stream(
+    lengths: np.ndarray,
+    items_of: Callable[[int], np.ndarray],
+    chunks: Iterable[list[np.ndarray]],
+    n_items: int,
+    sizes: list[int],
+    seed: int,
+    sample: int = 0,
+) -> dict[str, float]:
+    """:func:`reidentification_risk` over a population read twice and never held: ``lengths`` (items per user),
+    ``items_of(i)`` (user i's items, read for the probed users only) and ``chunks`` (every user's items, in order,
+    a chunk at a time — one pass).
+
+    Linear in the data: the probes (s random items of each probed user) are drawn first; then one pass over the
+    population counts, for every probe, the users holding all its items — a chunk becomes one bit set per item
+    (bit j: user j of the chunk holds it), and a probe's holders are the popcount of the AND of its s rows. Memory is
+    O(n_items × chunk + probes), whatever N. With ``sample`` > 0 and more eligible users than that, a seeded sample of
+    users is probed (the interval says how much that costs in precision); the full population otherwise.
+    """
+    rng = np.random.default_rng([seed, 41])
+    probes: list[np.ndarray] = []
     for s in sizes:
         eligible = np.flatnonzero(lengths >= s)
         probed = eligible
         if 0 < sample < len(eligible):
             probed = np.sort(rng.choice(eligible, size=sample, replace=False))
-        unique = 0
-        for user in probed.tolist():
-            probe = rng.choice(user_items[user], size=s, replace=False)
-            counts = np.asarray(holders[:, probe].sum(axis=1)).ravel()
-            unique += int(np.count_nonzero(counts == s)) == 1  # only the user itself holds all s items
-        n = len(probed)
-        share = unique / n if n else float("nan")
+        drawn = [rng.choice(items_of(int(user)), size=s, replace=False) for user in probed.tolist()]
+        probes.append(np.array(drawn, dtype=np.int64).reshape(len(drawn), s))
+    holders = _holder_counts(probes, chunks, n_items)
+    out: dict[str, float] = {}
+    for s, counts in zip(sizes, holders, strict=True):
+        n, unique = len(counts), int(np.count_nonzero(counts == 1))  # only the user itself holds all s items
         low, high = wilson_interval(unique, n)
-        out.update({f"risk/reid_unique_at_{s}": share, f"risk/reid_unique_at_{s}_ci_low": low})
+        out.update(
+            {f"risk/reid_unique_at_{s}": unique / n if n else float("nan"), f"risk/reid_unique_at_{s}_ci_low": low}
+        )
         out[f"risk/reid_unique_at_{s}_ci_high"] = high
     return out
+
+
+HOLDER_CHUNK = 8192  # users per bit-set chunk: n_items × 1 KB of bits
+_PROBE_BATCH = 1024  # probes ANDed at once: ≤ 1024 × s × 1 KB of gathered rows
+
+
+def _holder_counts(probes: list[np.ndarray], chunks: Iterable[list[np.ndarray]], n_items: int) -> list[np.ndarray]:
+    """For each (probes × s) array, per probe: the number of users (over all chunks) holding all its s items."""
+    totals = [np.zeros(len(p), dtype=np.int64) for p in probes]
+    for chunk in chunks:
+        lengths = np.array([len(items) for items in chunk], dtype=np.int64)
+        width = -(-max(len(chunk), 1) // 64) * 64
+        held = np.zeros((n_items, width), dtype=bool)
+        if len(chunk):
+            held[np.concatenate(chunk), np.repeat(np.arange(len(chunk)), lengths)] = True
+        bits = np.packbits(held, axis=1).view(np.uint64)  # (n_items, width / 64): bit j = user j holds the item
+        for rows, total in zip(probes, totals, strict=True):
+            for start in range(0, len(rows), _PROBE_BATCH):
+                both = np.bitwise_and.reduce(bits[rows[start : start + _PROBE_BATCH]], axis=1)
+                total[start : start + _PROBE_BATCH] += np.bitwise_count(both).sum(axis=1, dtype=np.int64)
+    return totals
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

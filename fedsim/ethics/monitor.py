@@ -7,6 +7,7 @@ metrics, so they are logged like any other metric and the audit can gate on them
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,13 @@ class EthicsMonitor(Callback):
         (self.run_dir / "per_user").mkdir(parents=True, exist_ok=True)
         self.seed = seed
         self.groupings = user_groupings(rt)
-        self.popularity = rt.split.item_popularity()
         self.latest_tables: dict[str, dict[str, dict[str, GroupStats]]] = {}
+
+    @functools.cached_property
+    def popularity(self) -> np.ndarray:
+        """Training interactions per item (exposure's reference), counted at the first evaluation: on a lazily drawn
+        population that is after the data audit, whose pass it then shares (fedsim/data/lazy.py)."""
+        return self.rt.split.item_popularity()
 
     def on_round_end(self, report: RoundReport) -> Any:
         evaluation = report.evaluation

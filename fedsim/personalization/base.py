@@ -113,7 +113,7 @@ class Personalization:
         if not self.serves_cold_start:
             return {}
         cold = users[(rt.roles[users] == HOLDOUT) & rt.measured[users] & (rt.split.n_train()[users] > 0)]
-        cold = cold[rt.split.test_item[cold] >= 0]
+        cold = cold[rt.split.evaluated[cold]]
         if len(cold) == 0:
             return {}
         start = rt.model.init_private(cold, rt.cfg.seed)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import v1_dataset
 
 from fedsim.data.interactions import Interactions
 from fedsim.data.negatives import draw_user_samples
@@ -32,7 +33,7 @@ def test_ties_in_time_are_broken_by_item_id():
 
 
 def test_negatives_are_unseen_distinct_and_fixed_by_seed():
-    data = generate_synthetic(n_users=30, n_items=200, seed=1)
+    data = generate_synthetic(v1_dataset(), n_users=30, n_items=200, seed=1)
     a = leave_one_out(data, n_negatives=20, seed=3)
     b = leave_one_out(data, n_negatives=20, seed=3)
     c = leave_one_out(data, n_negatives=20, seed=4)
@@ -51,7 +52,7 @@ def test_too_few_unseen_items_is_a_clear_error():
 
 
 def test_training_samples_exclude_positives_and_do_not_depend_on_anything_but_seed_round_user():
-    data = generate_synthetic(n_users=20, n_items=100, seed=0)
+    data = generate_synthetic(v1_dataset(), n_users=20, n_items=100, seed=0)
     split = leave_one_out(data, n_negatives=10)
     s1 = draw_user_samples(split, 3, server_round=2, seed=0, negatives=4, epochs=2, loss="bce")
     s2 = draw_user_samples(split, 3, server_round=2, seed=0, negatives=4, epochs=2, loss="bce")
@@ -65,8 +66,8 @@ def test_training_samples_exclude_positives_and_do_not_depend_on_anything_but_se
 
 
 def test_synthetic_data_is_deterministic_heavy_tailed_and_grouped():
-    a = generate_synthetic(n_users=300, n_items=400, seed=5, minority_share=0.3)
-    b = generate_synthetic(n_users=300, n_items=400, seed=5, minority_share=0.3)
+    a = generate_synthetic(v1_dataset(), n_users=300, n_items=400, seed=5, minority_share=0.3)
+    b = generate_synthetic(v1_dataset(), n_users=300, n_items=400, seed=5, minority_share=0.3)
     assert np.array_equal(a.item, b.item) and np.array_equal(a.timestamp, b.timestamp)
     counts = a.interactions_per_user()
     assert counts.min() >= 5 and counts.max() <= 200 and counts.max() > 8 * np.median(counts)

@@ -96,7 +96,7 @@ def test_users_who_decline_measurement_are_served_but_absent_from_per_user_csv_a
     unmeasured = np.flatnonzero(~rt.purposes[:, MEASUREMENT])
     assert len(unmeasured) == 8
     listed = {int(r["user"]) for r in csv.DictReader((run_dir / "per_user.csv").open())}
-    served = set(np.flatnonzero((rt.roles != HOLDOUT) & (rt.split.test_item >= 0)).tolist())
+    served = set(np.flatnonzero((rt.roles != HOLDOUT) & rt.split.evaluated).tolist())
     assert listed == served - set(unmeasured.tolist())
     assert not set(membership_candidates(rt, np.arange(rt.split.n_users)).tolist()) & set(unmeasured.tolist())
     report = (run_dir / "report.md").read_text()

@@ -2,6 +2,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import V1, tiny_config
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedsim.data.negatives import UserSamples
@@ -73,8 +74,8 @@ def test_item_set_attack_is_chance_on_pure_noise():
     assert result["attack-auc-sum"] / 50 == pytest.approx(0.5, abs=0.03)
 
 
-def test_item_set_attack_reads_raw_updates_and_local_noise_hides_them(tiny_cfg):
-    rt = get_runtime(tiny_cfg)
+def test_item_set_attack_reads_raw_updates_and_local_noise_hides_them():
+    rt = get_runtime(tiny_config(V1))  # its thresholds were set on the first generator's data
     users = rt.eligible[:10]
     shared = rt.model.init_shared(0)
     rng = np.random.default_rng(0)
@@ -124,3 +125,26 @@ def test_reidentification_counts_unique_combinations():
     items = [np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7]), np.array([8])]
     risk = reidentification_risk(items, 10, [2], seed=0)
     assert risk["risk/reid_unique_at_2"] == pytest.approx(1 / 3)  # users 0 and 1 hide each other; user 3 too small
+
+
+def test_reidentification_in_chunks_equals_counting_holders_by_hand(monkeypatch):
+    """The streamed bit-set count (chunks of 64 users here, so a probe's holders span many chunks) gives exactly the
+    share a set intersection over the whole population gives, for every probe size."""
+    from fedsim.ethics import attacks
+
+    rng = np.random.default_rng(3)
+    weights = np.arange(60, 0, -1) / 1830  # a popular head: some probes are shared, others unique
+    items = [rng.choice(60, size=rng.integers(1, 12), replace=False, p=weights) for _ in range(300)]
+    monkeypatch.setattr(attacks, "HOLDER_CHUNK", 64)
+    risk = reidentification_risk(items, 60, [2, 4], seed=1, sample=120)
+    probe_rng = np.random.default_rng([1, 41])  # the probes, drawn as the function draws them
+    sets = [set(x.tolist()) for x in items]
+    for s in (2, 4):
+        eligible = np.flatnonzero([len(x) >= s for x in items])
+        probed = np.sort(probe_rng.choice(eligible, size=120, replace=False))
+        unique = 0
+        for user in probed.tolist():
+            probe = set(probe_rng.choice(items[user], size=s, replace=False).tolist())
+            unique += sum(probe <= held for held in sets) == 1
+        assert risk[f"risk/reid_unique_at_{s}"] == pytest.approx(unique / 120)
+        assert 0 < unique < 120  # neither trivial outcome

@@ -57,17 +57,17 @@ def test_every_fairness_number_can_be_recomputed_from_per_user_csv(tmp_path):
     # groups of ≥ 5 users count (the default 20 would leave tiny's minority group out and every gap undefined)
     summary = run(tiny_config("fairness.min_group_size=5"), tmp_path)
     rows = list(csv.DictReader((tmp_path / "per_user.csv").open()))
-    assert {"user", "role", "n_train", "group", "activity_top5", "test_hr", "test_recall_full"} <= set(rows[0])
-    groups = np.array([r["group"] for r in rows])
+    assert {"user", "role", "n_train", "gender", "age", "activity_top5", "test_hr", "test_recall_full"} <= set(rows[0])
+    groups = np.array([r["gender"] for r in rows])
     column = {m: np.array([float(r[m]) for r in rows]) for m in ("test_hr", "test_recall_full", "test_ndcg")}
     # the gaps by hand, from the per-group means (no fedsim code): HR ratio worst/best, recall and NDCG spreads
-    means = {m: [v[groups == g].mean() for g in ("A", "B")] for m, v in column.items()}
-    assert sorted(set(groups.tolist())) == ["A", "B"] and min(np.sum(groups == g) for g in "AB") >= 5
+    means = {m: [v[groups == g].mean() for g in ("F", "M")] for m, v in column.items()}
+    assert sorted(set(groups.tolist())) == ["F", "M"] and min(np.sum(groups == g) for g in "FM") >= 5
     final = summary["final"]
-    assert final["fair/group/groups_in_gap"] == 2
-    assert final["fair/group/di_ratio_hr"] == pytest.approx(min(means["test_hr"]) / max(means["test_hr"]), abs=1e-5)
-    assert final["fair/group/eod_recall"] == pytest.approx(np.ptp(means["test_recall_full"]), abs=1e-5)
-    assert final["fair/group/ugf_gap_ndcg"] == pytest.approx(np.ptp(means["test_ndcg"]), abs=1e-5)
+    assert final["fair/gender/groups_in_gap"] == 2
+    assert final["fair/gender/di_ratio_hr"] == pytest.approx(min(means["test_hr"]) / max(means["test_hr"]), abs=1e-5)
+    assert final["fair/gender/eod_recall"] == pytest.approx(np.ptp(means["test_recall_full"]), abs=1e-5)
+    assert final["fair/gender/ugf_gap_ndcg"] == pytest.approx(np.ptp(means["test_ndcg"]), abs=1e-5)
     assert final["test/hr@10"] == pytest.approx(column["test_hr"].mean(), abs=1e-6)
     assert (tmp_path / "report.md").read_text().count("## ") >= 7
 

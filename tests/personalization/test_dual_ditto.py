@@ -165,14 +165,14 @@ def test_a_run_reports_lift_per_group_and_is_deterministic(tmp_path, name):
     # every evaluated user reports both rankings, so the lift is exactly the difference of the two means
     assert first["lift/test_hr@10"] == pytest.approx(first["test/hr@10"] - first["shared/test_hr@10"], abs=1e-12)
     users = {r["user"]: r for r in _per_user(tmp_path / "a")}
-    groups = {u["group"] for u in users.values()}
+    groups = {u["gender"] for u in users.values()}
     for group in groups:
-        key = f"lift/group/{group}/test_hr@10"
+        key = f"lift/gender/{group}/test_hr@10"
         if key in first:
             assert first[f"{key}_ci_low"] <= first[key] <= first[f"{key}_ci_high"]
-            members = [float(u["test_hr"]) for u in users.values() if u["group"] == group]
-            assert first[key] == pytest.approx(np.mean(members) - first[f"shared/group/{group}/test_hr@10"])
-    assert any(k.startswith("lift/group/") for k in first)
+            members = [float(u["test_hr"]) for u in users.values() if u["gender"] == group]
+            assert first[key] == pytest.approx(np.mean(members) - first[f"shared/gender/{group}/test_hr@10"])
+    assert any(k.startswith("lift/gender/") for k in first)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["personalization"].startswith(name) and "never uploaded" in summary["personalization"]
     report = (tmp_path / "a" / "report.md").read_text()

@@ -107,10 +107,10 @@ def test_per_user_csv_holds_the_shared_hit_and_the_lift_gap_is_recomputable(tmp_
     assert rows and all(r["shared_test_hr"] != "nan" for r in rows)
     lift = {r["user"]: float(r["test_hr"]) - float(r["shared_test_hr"]) for r in rows}
     assert final["lift/test_hr@10"] == pytest.approx(np.mean(list(lift.values())), abs=1e-9)
-    groups = sorted({r["group"] for r in rows}, key=lambda g: sum(r["group"] == g for r in rows))
+    groups = sorted({r["gender"] for r in rows}, key=lambda g: sum(r["gender"] == g for r in rows))
     small, large = groups[0], groups[-1]
-    tag = f"lift_gap/group/{small}_minus_{large}/test_hr@10"
-    per_group = {g: np.mean([lift[r["user"]] for r in rows if r["group"] == g]) for g in (small, large)}
+    tag = f"lift_gap/gender/{small}_minus_{large}/test_hr@10"
+    per_group = {g: np.mean([lift[r["user"]] for r in rows if r["gender"] == g]) for g in (small, large)}
     assert final[tag] == pytest.approx(per_group[small] - per_group[large], abs=1e-9)
     assert final[f"{tag}_ci_low"] <= final[tag] <= final[f"{tag}_ci_high"]
     assert f"Lift gap `{tag}`" in (tmp_path / "report.md").read_text()

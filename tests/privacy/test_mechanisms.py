@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, v1_dataset
 
 from fedsim.config import ClientConfig, ModelConfig, PrivacyConfig
 from fedsim.data.negatives import draw_user_samples
@@ -26,7 +26,7 @@ def local_params(**overrides):
 
 
 def _trained(n_users=10):
-    split = leave_one_out(generate_synthetic(n_users=n_users, n_items=100, seed=0), n_negatives=20)
+    split = leave_one_out(generate_synthetic(v1_dataset(), n_users=n_users, n_items=100, seed=0), n_negatives=20)
     model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
     users = np.arange(n_users)
     samples = [draw_user_samples(split, int(u), 1, 0, 4, 3, "bce") for u in users]

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import V1, tiny_config
 
 from fedsim.callbacks import RoundReport
 from fedsim.client.device import train_shard
@@ -133,7 +133,7 @@ def test_the_threat_model_says_whether_attackers_clip():
 
 
 def test_boost_target_raises_exposure_over_the_reference_and_multi_krum_stops_it(tmp_path):
-    common = ("dataset.n_users=80", "federation.rounds=4", "attack.poison.target=7")
+    common = (V1, "dataset.n_users=80", "federation.rounds=4", "attack.poison.target=7")
     reference = run(tiny_config(*common, "attack.poison.fraction=0"), tmp_path / "ref")["final"]
     attack = ("attack.poison.fraction=0.1", "attack.poison.strategy=boost_target")
     poisoned = run(tiny_config(*common, *attack), tmp_path / "boost")

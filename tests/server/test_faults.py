@@ -47,17 +47,17 @@ def test_fail_fast_restores_stopping_at_the_first_node_failure(tmp_path):
 def test_dropouts_and_group_availability_remove_users_after_sampling(tmp_path):
     cfg = tiny_config(
         "federation.dropout=0.3",
-        "federation.availability_attribute=group",
-        "+federation.availability_by_group.B=0.1",
+        "federation.availability_attribute=gender",
+        "+federation.availability_by_group.F=0.1",
         rounds=4,
     )
     run(cfg, tmp_path)
     rows = _rows(tmp_path)
     assert all(r["train/users"] + r["train/dropped"] == r["train/sampled"] for r in rows)
     assert sum(r["train/dropped"] for r in rows) > 0.3 * sum(r["train/sampled"] for r in rows)
-    group = np.asarray(get_runtime(cfg).data.user_attributes["group"])
+    group = np.asarray(get_runtime(cfg).data.user_attributes["gender"])
     counts = np.asarray(json.loads((tmp_path / "loop_state.json").read_text())["participations"])
-    assert counts[group == "B"].mean() < 0.5 * counts[group == "A"].mean()  # availability follows the group
+    assert counts[group == "F"].mean() < 0.5 * counts[group == "M"].mean()  # availability follows the group
 
 
 def test_a_deadline_drops_the_slow_devices_as_late(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
+from conftest import tiny_config, v1_dataset
 
 from fedsim.config import ClientConfig, ConfigError, ModelConfig, PrivacyConfig, validate
 from fedsim.data.protocol import leave_one_out
@@ -20,7 +20,9 @@ from fedsim.training.local import LocalTrainingParams
 
 @pytest.fixture(scope="module")
 def setup():
-    split = leave_one_out(generate_synthetic(n_users=12, n_items=60, max_interactions=25, seed=4), n_negatives=10)
+    split = leave_one_out(
+        generate_synthetic(v1_dataset(), n_users=12, n_items=60, max_interactions=25, seed=4), n_negatives=10
+    )
     model = build_model(ModelConfig(name="mf", dim=4), split.n_items)
     users = np.arange(6)
     positives = [split.train_items_of(int(u)) for u in users]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import v1_dataset
 
 from fedsim.config import ClientConfig, ModelConfig
 from fedsim.data.negatives import UserSamples, draw_user_samples
@@ -17,7 +18,9 @@ def local_params(**overrides):
 
 @pytest.fixture(scope="module")
 def split():
-    return leave_one_out(generate_synthetic(n_users=30, n_items=150, max_interactions=60, seed=2), n_negatives=20)
+    return leave_one_out(
+        generate_synthetic(v1_dataset(), n_users=30, n_items=150, max_interactions=60, seed=2), n_negatives=20
+    )
 
 
 @pytest.mark.parametrize("name", ["mf", "neumf"])

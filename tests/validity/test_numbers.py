@@ -397,9 +397,11 @@ def test_itempop_counts_only_the_training_interactions_of_users_who_train(tmp_pa
     split = rt.split
     eligible = np.flatnonzero((rt.roles == OPTED_IN) & (split.n_train() > 0))
     assert len(eligible) < split.n_users and (rt.roles == HOLDOUT).any() and (rt.roles != OPTED_IN).sum() > 10
-    served = np.flatnonzero((split.test_item >= 0) & (rt.roles != HOLDOUT))
+    served = np.flatnonzero(split.evaluated & (rt.roles != HOLDOUT))
     trained = np.bincount(np.concatenate([split.train_items_of(int(u)) for u in eligible]), minlength=split.n_items)
-    everyone = np.bincount(split.train_items, minlength=split.n_items)
+    everyone = np.bincount(
+        np.concatenate([split.train_items_of(u) for u in range(split.n_users)]), minlength=split.n_items
+    )
     expected = _itempop_hr(split, served, trained)
     reported = summary["baselines"]["ItemPop"]["test/hr@10"]
     assert reported == pytest.approx(expected, abs=1e-12)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import v1_dataset
 from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
 
@@ -42,7 +43,9 @@ DP = RecordDpParams(
 
 @pytest.fixture(scope="module")
 def split():
-    return leave_one_out(generate_synthetic(n_users=12, n_items=N_ITEMS, max_interactions=25, seed=4), n_negatives=10)
+    return leave_one_out(
+        generate_synthetic(v1_dataset(), n_users=12, n_items=N_ITEMS, max_interactions=25, seed=4), n_negatives=10
+    )
 
 
 @pytest.fixture(scope="module")
