@@ -116,8 +116,8 @@ def _round_pld(q: float, z: float, discretization: float) -> pld_lib.PrivacyLoss
 
 
 @functools.lru_cache(maxsize=4)
-def _history_pld(history: tuple[HistoryEntry, ...]) -> pld_lib.PrivacyLossDistribution:
-    """The PLD of every release in ``history`` (released, all noised).
+def _history_pld(history: tuple[HistoryEntry, ...], discretization: float) -> pld_lib.PrivacyLossDistribution:
+    """The PLD of every release in ``history`` (released, all noised) on a grid of step ``discretization``.
 
     dp-accounting's PLD accountant accepts only a single Gaussian (or Laplace) under ``PoissonSampledDpEvent``, so
     each round's pair (update sum, adaptive count) is its exactly equivalent single Gaussian
@@ -126,7 +126,6 @@ def _history_pld(history: tuple[HistoryEntry, ...]) -> pld_lib.PrivacyLossDistri
     entry's round PLD self-composed ``count`` times (q < 1) or one Gaussian with z/√count (q = 1) — step for step,
     so ε is the same to the last bit (``tests/privacy/test_accountant.py``), with :func:`_round_pld` cached; the
     last few histories are cached too (ε, δ at ε = 0 and the budget check ask about the same history)."""
-    discretization = _discretization(list(history))
     composed = pld_lib.identity(value_discretization_interval=discretization)
     for q, z, count, z_count in history:
         z_eff = effective_noise_multiplier(z, z_count)
@@ -156,7 +155,7 @@ def epsilon_of(history: Sequence[Sequence[Any]], delta: float, method: str = "pl
         return math.inf
     if method == "rdp":
         return float(RdpAccountant().compose(_rdp_event(released)).get_epsilon(delta))
-    return float(_history_pld(tuple(released)).get_epsilon_for_delta(delta))
+    return float(_history_pld(tuple(released), _discretization(released)).get_epsilon_for_delta(delta))
 
 
 def max_advantage(history: Sequence[Sequence[Any]]) -> float:
@@ -166,7 +165,7 @@ def max_advantage(history: Sequence[Sequence[Any]]) -> float:
         return 0.0
     if _noiseless(released):
         return 1.0
-    return float(min(1.0, _history_pld(tuple(released)).get_delta_for_epsilon(0.0)))
+    return float(min(1.0, _history_pld(tuple(released), _discretization(released)).get_delta_for_epsilon(0.0)))
 
 
 class PrivacyAccountant:
