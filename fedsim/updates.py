@@ -70,9 +70,10 @@ class LocalResult:
         for chunk in self.chunks:
             w = torch.as_tensor(weights[chunk.positions], dtype=torch.float64)
             rows = torch.nonzero(chunk.items.view(-1) >= 0).squeeze(1)  # the valid rows (index_select: 2× a mask)
-            weight_of_row = w[rows // chunk.items.shape[1]].unsqueeze(1)
-            delta = chunk.item_delta.reshape(-1, chunk.item_delta.shape[-1]).index_select(0, rows)
-            item_sum.index_add_(0, chunk.items.view(-1)[rows], delta.double() * weight_of_row)
+            delta = chunk.item_delta.reshape(-1, chunk.item_delta.shape[-1]).index_select(0, rows).double()
+            if not bool((w == 1).all()):  # uniform weighting (the default): ×1 is exact, skip the pass
+                delta.mul_(w[rows // chunk.items.shape[1]].unsqueeze(1))
+            item_sum.index_add_(0, chunk.items.view(-1)[rows], delta)
             for name, value in chunk.dense_delta.items():
                 dense_sum[name] += torch.tensordot(w, value.double(), dims=1)
         return item_sum, dense_sum

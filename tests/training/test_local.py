@@ -150,7 +150,8 @@ def test_row_norms_of_a_few_users_are_theirs(split):
     assert torch.equal(result.item_row_norms(split.n_items, picked), everyone[torch.as_tensor(picked)])
 
 
-def test_the_upload_sum_is_row_by_row_index_add(split):
+@pytest.mark.parametrize("weighted", [True, False])
+def test_the_upload_sum_is_row_by_row_index_add(split, weighted):
     """The weighted sum adds the same float64 terms in the same order as a plain index_add_ over the valid rows."""
     model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
     users = np.arange(20)
@@ -158,7 +159,7 @@ def test_the_upload_sum_is_row_by_row_index_add(split):
     result = train_users(
         model, model.init_shared(0), model.init_private(users, 0), samples, local_params(max_rows_per_chunk=300)
     )
-    weights = np.linspace(0.5, 2.0, len(users))
+    weights = np.linspace(0.5, 2.0, len(users)) if weighted else np.ones(len(users))
     expected = torch.zeros(split.n_items, model.item_width, dtype=torch.float64)
     for chunk in result.chunks:
         valid = chunk.items >= 0
