@@ -259,9 +259,8 @@ def _gather_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _ragged(lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of every element of a ragged array laid out as a padded (len(lengths), max) matrix."""
-    ends = np.cumsum(lengths)
     which = np.repeat(np.arange(len(lengths)), lengths)
-    return torch.from_numpy(which), torch.from_numpy(np.arange(len(which)) - np.repeat(ends - lengths, lengths))
+    return torch.from_numpy(which), torch.from_numpy(_gather_index(np.zeros_like(lengths), lengths))
 
 
 def pack_streams(
