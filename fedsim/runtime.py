@@ -188,7 +188,8 @@ def get_runtime(cfg: FedsimConfig, world: str | Path | None = None, required: bo
     of built: a Ray worker then neither regenerates the population nor holds a copy of it — a node's pages are read
     only when it touches its own users' rows. The default synthetic population has no arrays to map: every process
     builds its runtime from the config in about a second at 10⁶ users (per-user scalars only) and draws the users it
-    reads (:mod:`fedsim.data.lazy`), so its world folder holds only the index. A folder that is missing (a worker on another machine of a Ray
+    reads (:mod:`fedsim.data.lazy`), so its world folder holds only the index. A folder that is missing (a worker on
+    another machine of a Ray
     cluster) or was written for another population falls back to building — unless ``required`` (a SuperNode told
     to map it), then that is a ValueError naming the folder.
     """

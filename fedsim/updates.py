@@ -69,21 +69,34 @@ class LocalResult:
         dense_sum = {name: torch.zeros(shape, dtype=torch.float64) for name, shape in dense_shapes.items()}
         for chunk in self.chunks:
             w = torch.as_tensor(weights[chunk.positions], dtype=torch.float64)
-            valid = chunk.items >= 0
-            weight_of_row = w.view(-1, 1).expand(valid.shape)[valid].unsqueeze(1)
-            item_sum.index_add_(0, chunk.items[valid], chunk.item_delta[valid].double() * weight_of_row)
+            rows = torch.nonzero(chunk.items.view(-1) >= 0).squeeze(1)  # the valid rows (index_select: 2× a mask)
+            delta = chunk.item_delta.reshape(-1, chunk.item_delta.shape[-1]).index_select(0, rows).double()
+            if not bool((w == 1).all()):  # uniform weighting (the default): ×1 is exact, skip the pass
+                delta.mul_(w[rows // chunk.items.shape[1]].unsqueeze(1))
+            item_sum.index_add_(0, chunk.items.view(-1)[rows], delta)
             for name, value in chunk.dense_delta.items():
                 dense_sum[name] += torch.tensordot(w, value.double(), dims=1)
         return item_sum, dense_sum
 
-    def item_row_norms(self, n_items: int) -> torch.Tensor:
-        """(U, n_items) L2 norm of each user's update to each item row: what a curious server sees per upload."""
-        out = torch.zeros(len(self.users), n_items)
+    def item_row_norms(self, n_items: int, positions: np.ndarray | None = None) -> torch.Tensor:
+        """(U, n_items) L2 norm of each user's update to each item row: what a curious server sees per upload.
+
+        ``positions``: only these users' rows, in that order (the item-set attack reads a few users per node: the
+        norms of the whole shard's padded updates were most of its cost)."""
+        wanted = np.arange(len(self.users)) if positions is None else np.asarray(positions, dtype=np.int64)
+        out = torch.zeros(len(wanted), n_items)
+        row_of = np.full(len(self.users), -1)
+        row_of[wanted] = np.arange(len(wanted))
         for chunk in self.chunks:
-            valid = chunk.items >= 0
-            norms = chunk.item_delta.norm(dim=2)
-            user_pos = torch.as_tensor(chunk.positions).view(-1, 1).expand_as(chunk.items)
-            out[user_pos[valid], chunk.items[valid]] = norms[valid]
+            rows = row_of[chunk.positions]
+            hit = torch.as_tensor(np.flatnonzero(rows >= 0))
+            if len(hit) == 0:
+                continue
+            items = chunk.items[hit]
+            valid = items >= 0
+            norms = chunk.item_delta[hit].norm(dim=2)
+            out_row = torch.as_tensor(rows[hit.numpy()]).view(-1, 1).expand_as(items)
+            out[out_row[valid], items[valid]] = norms[valid]
         return out
 
 

@@ -26,12 +26,13 @@ from flwr.clientapp import ClientApp
 from fedsim import mitigation
 from fedsim.checkpoint import load_npz, save_npz
 from fedsim.client.device import evaluate_shard, fit_local_only, train_shard
+from fedsim.client.store import STATE_KEY as STATE_KEY  # the node state's key, re-exported
+from fedsim.client.store import ContextStore, embedding_store
 from fedsim.config import FedsimConfig
 from fedsim.personalization import build_personalization
 from fedsim.records import arrays_of, config_of, to_metrics, to_record
 from fedsim.runtime import Runtime, get_runtime
 
-STATE_KEY = "fedsim-private"
 PERSONAL_KEY = "fedsim-personal"  # a method's personal state besides the embeddings (dual, ditto); never sent
 
 
@@ -46,17 +47,16 @@ def _personal_state(context: Context, rt: Runtime, partition: int) -> np.ndarray
     return cast(Array, cast(ArrayRecord, context.state[PERSONAL_KEY])["personal"]).numpy()
 
 
-def _private_embeddings(context: Context, rt: Runtime, partition: int) -> np.ndarray:
-    """The shard's private user embeddings, created on first use and kept in the node's ``context.state`` (a resumed
-    run's node has them from :func:`_reload_devices` before its first round)."""
-    if STATE_KEY not in context.state:
-        context.state[STATE_KEY] = to_record(
-            {"user-embedding": rt.model.init_private(rt.shards[partition], rt.cfg.seed)}
-        )
-    return cast(Array, cast(ArrayRecord, context.state[STATE_KEY])["user-embedding"]).numpy()
+def _private_embeddings(context: Context, rt: Runtime, partition: int, store: ContextStore) -> np.ndarray:
+    """The shard's private user embeddings (read-only), created on first use and kept in the node's ``store``
+    (:mod:`fedsim.client.store`: ``context.state``, or the node's file on this machine's disk); a resumed run's node
+    has them from :func:`_reload_devices` before its first round."""
+    if not store.has(context, partition):
+        store.write(context, partition, rt.model.init_private(rt.shards[partition], rt.cfg.seed))
+    return store.read(context, partition)
 
 
-def _reload_devices(context: Context, rt: Runtime, partition: int, folder: Path) -> None:
+def _reload_devices(context: Context, rt: Runtime, partition: int, folder: Path, store: ContextStore) -> None:
     """A resumed run: the node reloads what it stored on its own disk at the checkpoint the server verified
     (:func:`fedsim.resume.load_resume` checked every partition's file). A file that is missing or holds other users
     fails the node — and with it the run, in one line — rather than starting these users afresh."""
@@ -68,7 +68,7 @@ def _reload_devices(context: Context, rt: Runtime, partition: int, folder: Path)
             f"{saved} does not hold partition {partition}'s users: resume with the same dataset and "
             "federation.users_per_node"
         )
-    context.state[STATE_KEY] = to_record({"user-embedding": data["embeddings"]})
+    store.write(context, partition, data["embeddings"])
 
 
 def _rows_of(rt: Runtime, partition: int, users: np.ndarray) -> np.ndarray:
@@ -90,19 +90,21 @@ def _store_rows(
     return out
 
 
-def _erase_devices(context: Context, rt: Runtime, partition: int, users: np.ndarray, reset_all: bool) -> None:
+def _erase_devices(
+    context: Context, rt: Runtime, partition: int, users: np.ndarray, reset_all: bool, store: ContextStore
+) -> None:
     """The right to erasure on the node: the erased users' rows of every state it keeps go back to a fresh install's
     (the seeded initialisation, which holds nothing of their data); ``reset_all`` (policy retrain) does so for every
     user, whose embeddings were fitted against models the erased users shaped."""
     if reset_all:
-        for key in (STATE_KEY, PERSONAL_KEY):
-            if key in context.state:
-                del context.state[key]
+        store.forget(context, partition)
+        if PERSONAL_KEY in context.state:
+            del context.state[PERSONAL_KEY]
         return
     rows = _rows_of(rt, partition, users)
     shard = rt.shards[partition]
     fresh = rt.model.init_private(shard, rt.cfg.seed)[rows]
-    _store_rows(context, STATE_KEY, "user-embedding", _private_embeddings(context, rt, partition), rows, fresh)
+    store.write_rows(context, partition, _private_embeddings(context, rt, partition, store), rows, fresh)
     personal = _personal_state(context, rt, partition)
     initial = build_personalization(rt.cfg.personalization).init_state(rt, shard) if personal is not None else None
     if personal is not None and initial is not None:
@@ -123,22 +125,24 @@ def _scrub_stored(path: Path, rt: Runtime, users: np.ndarray) -> None:
         save_npz(path, arrays)
 
 
-def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+def handle_query(cfg: FedsimConfig, msg: Message, context: Context, store: ContextStore | None = None) -> Message:
     """Report the hosted partition; with ``save-dir`` in the config, also store the shard's private embeddings
     *on the node's own disk* (the simulator's stand-in for each phone's storage, read by ``fedsim-explain``)."""
     partition = int(context.node_config["partition-id"])
     rt = get_runtime(cfg)
+    store = store or ContextStore()
     config = config_of(msg)
     if "resume-devices" in config:  # discovery of a resumed run
-        _reload_devices(context, rt, partition, Path(str(config["resume-devices"])))
+        _reload_devices(context, rt, partition, Path(str(config["resume-devices"])), store)
     if "save-dir" in config:
         folder = Path(str(config["save-dir"]))
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"users": rt.shards[partition], "embeddings": _private_embeddings(context, rt, partition)}
+        embeddings = np.asarray(_private_embeddings(context, rt, partition, store))
+        arrays = {"users": rt.shards[partition], "embeddings": embeddings}
         save_npz(folder / f"partition_{partition:05d}.npz", arrays)
     if "erase-users" in config or config.get("reset-all"):  # erasure (fedsim/ethics/erasure.py)
         erased = np.asarray(config.get("erase-users", []), dtype=np.int64)
-        _erase_devices(context, rt, partition, erased, bool(config.get("reset-all", False)))
+        _erase_devices(context, rt, partition, erased, bool(config.get("reset-all", False)), store)
         for folder in config.get("erase-in", []):  # copies this node stored earlier (checkpoints): their rows too
             _scrub_stored(Path(str(folder)) / f"partition_{partition:05d}.npz", rt, erased)
     return Message(
@@ -147,8 +151,9 @@ def handle_query(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     )
 
 
-def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+def handle_train(cfg: FedsimConfig, msg: Message, context: Context, store: ContextStore | None = None) -> Message:
     rt = get_runtime(cfg)
+    store = store or ContextStore()
     partition = int(context.node_config["partition-id"])
     config = config_of(msg)
     crash = float(config.get("crash-prob", 0.0))
@@ -162,7 +167,7 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: nothing kept
     rows = _rows_of(rt, partition, users)
     # a method that keeps no embedding starts the round's users from their seeded initialisation (not the shard's)
-    all_private = _private_embeddings(context, rt, partition) if keeps else None
+    all_private = _private_embeddings(context, rt, partition, store) if keeps else None
     private = all_private[rows] if all_private is not None else rt.model.init_private(users, cfg.seed)
     all_personal = _personal_state(context, rt, partition)
     personal = None if all_personal is None else all_personal[rows]
@@ -171,14 +176,15 @@ def handle_train(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
     )
     if all_personal is not None and personal is not None:  # updated in place by the method; stays on the node
         _store_rows(context, PERSONAL_KEY, "personal", all_personal, rows, personal)
-    if all_private is not None:
-        _store_rows(context, STATE_KEY, "user-embedding", all_private, rows, new_private)
+    if all_private is not None:  # written last: a node that failed mid-round keeps its previous embeddings
+        store.write_rows(context, partition, all_private, rows, new_private)
     content = RecordDict({"arrays": to_record(upload), "metrics": to_metrics(metrics)})
     return Message(content, reply_to=msg)
 
 
-def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Message:
+def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context, store: ContextStore | None = None) -> Message:
     rt = get_runtime(cfg)
+    store = store or ContextStore()
     partition = int(context.node_config["partition-id"])
     shared = arrays_of(msg)
     users = rt.shards[partition]
@@ -186,10 +192,10 @@ def handle_evaluate(cfg: FedsimConfig, msg: Message, context: Context) -> Messag
     keeps = build_personalization(cfg.personalization).keeps_embedding  # reconstruction: re-fitted when ranking
     keep = rt.in_evaluation_sample[users]  # evaluation.max_users: only the sampled devices score
     if keeps:
-        private = _private_embeddings(context, rt, partition)
+        private = _private_embeddings(context, rt, partition, store)
         fitted = fit_local_only(rt, users, private, shared, server_round)
         if fitted is not None:  # users who declined contributing fitted their own embedding: it stays on the device
-            context.state[STATE_KEY] = to_record({"user-embedding": fitted})
+            store.write(context, partition, fitted)
             private = fitted
         private = private[keep]
     else:
@@ -209,22 +215,24 @@ def make_client_app(cfg: FedsimConfig, world: str | None = None) -> ClientApp:
 
     ``world``: the folder where the driver saved this run's arrays (:func:`fedsim.runtime.export_world`); a worker
     memory-maps them on its first message instead of building the population again (its later messages hit the
-    per-process runtime that this leaves behind)."""
+    per-process runtime that this leaves behind). With ``world`` and the run's own Ray, the nodes keep their users'
+    embeddings in files under it instead of in ``context.state`` (:mod:`fedsim.client.store`)."""
     app = ClientApp()
+    store = embedding_store(world, cfg.federation.ray_address)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         get_runtime(cfg, world)
-        return handle_query(cfg, msg, context)
+        return handle_query(cfg, msg, context, store)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         get_runtime(cfg, world)
-        return handle_train(cfg, msg, context)
+        return handle_train(cfg, msg, context, store)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         get_runtime(cfg, world)
-        return handle_evaluate(cfg, msg, context)
+        return handle_evaluate(cfg, msg, context, store)
 
     return app

@@ -8,13 +8,17 @@ curious server could read from the upload (:mod:`fedsim.ethics.risk`) → weight
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from fedsim import mitigation
+from fedsim.data.negatives import UserSamples
 from fedsim.data.roles import HOLDOUT, MALICIOUS
 from fedsim.ethics.erasure import erased_by
 from fedsim.ethics.risk import attack_uploads, membership_candidates, membership_losses
@@ -35,7 +39,7 @@ from fedsim.security.poisoning import (
 )
 from fedsim.security.uploads import per_user_upload, seal_metrics
 from fedsim.training.dpsgd import RecordDpParams, train_users_dpsgd
-from fedsim.training.local import train_users
+from fedsim.training.local import LocalTrainingParams, train_users
 from fedsim.updates import LocalResult
 
 
@@ -47,14 +51,18 @@ def train_shard(
     server_round: int,
     config: dict[str, Any],
     personal: np.ndarray | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float], np.ndarray, LocalResult]:
     """Train ``users`` (with their private embeddings ``private``) and build the node's upload.
 
     Returns the upload (Σ_u w_u Δ_u per shared parameter, float64), its metrics (weights, losses, privacy counts,
     the simulated attacker's scores), the users' new private embeddings, and the raw :class:`LocalResult`.
     ``personal`` (the users' rows of the method's personal state, if it keeps one) is updated in place.
+    ``timings``: CPU seconds per stage are added to it (samples, train, privacy, attack, upload; the benchmark's
+    breakdown in ``experiments/bench_round``).
     """
-    samples = [rt.samples(int(u), server_round) for u in users]
+    with _stage(timings, "samples"):
+        samples = [rt.samples(int(u), server_round) for u in users]
     attacker = build_attack(rt)  # attack.poison: malicious devices train on a crafted profile (fedsim/security)
     bad = malicious_rows(rt, users)
     if attacker is not None:
@@ -71,8 +79,64 @@ def train_shard(
         params = dataclasses.replace(params, exposure_weight=rt.cfg.mitigation.regularizer_weight)
     first_user = int(users[0]) if len(users) else 0
     rng = dp_rng(bool(config.get("secure-rng", False)), rt.cfg.seed, server_round, 4242, first_user)
+    with _stage(timings, "train"):
+        result = _local_training(rt, users, private, shared, samples, params, config, server_round, rng)
+    if personal is not None:  # dual, ditto: personal parts learn from the un-privatised result; they never leave
+        method.after_training(rt, users, result, shared, server_round, personal)
+    if attacker is not None:  # boost_target: the malicious devices replace their update with a crafted one
+        attacker.craft_updates_(rt, result, bad, shared, config)
+    with _stage(timings, "privacy"):
+        held = hold_unclipped(result, bad, rt.cfg.attack.poison) if "clipping-norm" in config else []
+        privacy_metrics = privatize_users_(result, config)
+        restore_unclipped(result, held)  # attack.poison.skip_clip: a malicious device does not clip its own update
+    with _stage(timings, "attack"):
+        # under secure aggregation the server never sees one upload: it attacks the sum instead (server/combine.py)
+        attack_metrics = {} if rt.cfg.secagg.enabled else attack_uploads(rt, result, users, config, rng)
+    with _stage(timings, "upload"):
+        weights = user_weights(config, rt.split.n_train()[users])
+        clip = float(config["clipping-norm"]) if "clipping-norm" in config else None
+        upload = per_user_upload(rt, result, weights, users, server_round, clip)  # strategy.robust / secagg: per user
+        if upload is None:
+            shapes = rt.model.dense_shapes
+            item_sum, dense_sum = result.weighted_sum(weights, rt.split.n_items, rt.model.item_width, shapes)
+            noise_upload_(item_sum, dense_sum, len(users), config, rng)
+            upload = {"__items__": item_sum.numpy()}
+            upload.update({k: v.numpy() for k, v in dense_sum.items()})
+    metrics = {"num-examples": float(weights.sum()), "num-users": float(len(users)), **privacy_metrics}
+    if uploads_training_metrics(config):
+        metrics.update({"train-loss-sum": float(result.loss.sum()), "samples": float(result.n_samples.sum())})
+    metrics.update(attack_metrics)
+    upload, metrics = seal_metrics(rt, upload, metrics)  # secagg: node statistics travel summed, never per node
+    return upload, metrics, result.private.numpy(), result
+
+
+@contextlib.contextmanager
+def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the CPU seconds of the block to ``timings[name]`` (nothing when ``timings`` is None)."""
+    if timings is None:
+        yield
+        return
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.process_time() - start
+
+
+def _local_training(
+    rt: Runtime,
+    users: np.ndarray,
+    private: np.ndarray,
+    shared: dict[str, np.ndarray],
+    samples: list[UserSamples],
+    params: LocalTrainingParams,
+    config: dict[str, Any],
+    server_round: int,
+    rng: np.random.Generator,
+) -> LocalResult:
+    """Every user's local training of the round: record-level DP-SGD when the round asks for it, else plain."""
     if "record-clip" in config:  # record-level DP-SGD on the device
-        result = train_users_dpsgd(
+        return train_users_dpsgd(
             rt.model,
             shared,
             private,
@@ -90,31 +154,7 @@ def train_shard(
                 server_round=server_round,
             ),
         )
-    else:
-        result = train_users(rt.model, shared, private, samples, params)
-    if personal is not None:  # dual, ditto: personal parts learn from the un-privatised result; they never leave
-        method.after_training(rt, users, result, shared, server_round, personal)
-    if attacker is not None:  # boost_target: the malicious devices replace their update with a crafted one
-        attacker.craft_updates_(rt, result, bad, shared, config)
-    held = hold_unclipped(result, bad, rt.cfg.attack.poison) if "clipping-norm" in config else []
-    privacy_metrics = privatize_users_(result, config)
-    restore_unclipped(result, held)  # attack.poison.skip_clip: a malicious device does not clip its own update
-    # under secure aggregation the server never sees one upload: it attacks the sum instead (fedsim/server/combine.py)
-    attack_metrics = {} if rt.cfg.secagg.enabled else attack_uploads(rt, result, users, config, rng)
-    weights = user_weights(config, rt.split.n_train()[users])
-    clip = float(config["clipping-norm"]) if "clipping-norm" in config else None
-    upload = per_user_upload(rt, result, weights, users, server_round, clip)  # strategy.robust / secagg: per user
-    if upload is None:
-        item_sum, dense_sum = result.weighted_sum(weights, rt.split.n_items, rt.model.item_width, rt.model.dense_shapes)
-        noise_upload_(item_sum, dense_sum, len(users), config, rng)
-        upload = {"__items__": item_sum.numpy()}
-        upload.update({k: v.numpy() for k, v in dense_sum.items()})
-    metrics = {"num-examples": float(weights.sum()), "num-users": float(len(users)), **privacy_metrics}
-    if uploads_training_metrics(config):
-        metrics.update({"train-loss-sum": float(result.loss.sum()), "samples": float(result.n_samples.sum())})
-    metrics.update(attack_metrics)
-    upload, metrics = seal_metrics(rt, upload, metrics)  # secagg: node statistics travel summed, never per node
-    return upload, metrics, result.private.numpy(), result
+    return train_users(rt.model, shared, private, samples, params)
 
 
 def evaluate_shard(

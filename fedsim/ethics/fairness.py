@@ -1,6 +1,7 @@
 """User-side fairness: per-user metrics disaggregated by group, with bootstrap CIs and the standard gaps.
 
-Groups come from user attributes (MovieLens gender/age/occupation, the synthetic population's gender/age, ``synthetic_v1``'s ``group``), from activity (the top 5%
+Groups come from user attributes (MovieLens gender/age/occupation, the synthetic population's gender/age,
+``synthetic_v1``'s ``group``), from activity (the top 5%
 most active users vs the rest — Li et al. 2021, "User-oriented Fairness in Recommendation" — and activity quartiles)
 and from consent (opted in / opted out). For each grouping:
 

@@ -46,7 +46,7 @@ def attack_uploads(
     if not rt.cfg.attack.item_set or n == 0:
         return {}
     chosen = measured[np.sort(rng.choice(len(measured), size=n, replace=False))]
-    norms = result.item_row_norms(rt.split.n_items)[torch.as_tensor(chosen)]
+    norms = result.item_row_norms(rt.split.n_items, chosen)  # only the attacked users' rows
     sigma = float(config.get("local-noise-std", 0.0))
     if sigma > 0:  # local DP: the server sees every row of the upload with noise added on the device
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))

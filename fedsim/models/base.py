@@ -115,6 +115,16 @@ class RankingModel(ABC):
             Dense shared parameters with a leading user dimension (1 = shared by all rows).
         """
 
+    #: whether :meth:`score_backward` is implemented; else local training differentiates :meth:`score` by autograd
+    closed_form_gradients: bool = False
+
+    def score_backward(
+        self, user: torch.Tensor, items: torch.Tensor, dense: dict[str, torch.Tensor], grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The gradients of Σ grad·score(user, items, dense) w.r.t. (user, items, dense), in closed form — what
+        autograd would give, without its graph (:func:`fedsim.training.local.train_users`'s fast path)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form score gradient")
+
     def score_all(self, user: torch.Tensor, shared: dict[str, np.ndarray], chunk: int = 256) -> torch.Tensor:
         """Scores of every item for each user (U, n_items): what a device ranks to recommend or evaluate."""
         items = self.pack_items(shared).float()

@@ -7,6 +7,7 @@ table ``q`` and item bias ``b`` are shared; the user vector ``p_u`` never leaves
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from fedsim.config import ModelConfig
 from fedsim.models.base import RankingModel
@@ -37,3 +38,13 @@ class MatrixFactorization(RankingModel):
 
     def score(self, user: torch.Tensor, items: torch.Tensor, dense: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.einsum("ud,ubd->ub", user, items[..., : self.dim]) + items[..., self.dim]
+
+    closed_form_gradients = True
+
+    def score_backward(
+        self, user: torch.Tensor, items: torch.Tensor, dense: dict[str, torch.Tensor], grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """∂/∂p_u = Σ_b g_b q_b; ∂/∂(q_b, b_b) = g_b (p_u, 1)."""
+        grad_user = torch.einsum("ub,ubd->ud", grad, items[..., : self.dim])
+        grad_items = grad.unsqueeze(-1) * F.pad(user, (0, 1), value=1.0).unsqueeze(1)
+        return grad_user, grad_items, {}

@@ -6,7 +6,8 @@ tables, i.e. what ``private_embedding`` would serve from the same state — and 
 (``shared-users``, ``shared-test-hr``). This callback puts, on the same users:
 
 * ``shared/test_hr@K``: the shared model's HR@K; ``lift/test_hr@K``: personal minus shared;
-* per grouping (dataset attributes, e.g. gender/age (ML-100K, synthetic), ``group`` (synthetic_v1), and activity) and per group with
+* per grouping (dataset attributes, e.g. gender/age (ML-100K, synthetic), ``group`` (synthetic_v1), and activity) and
+  per group with
   at least ``fairness.min_group_size`` users: ``lift/<grouping>/<group>/test_hr@K`` (mean paired difference) with its
   95% bootstrap CI (``…_ci_low``/``…_ci_high``), and ``shared/<grouping>/<group>/test_hr@K``.
 

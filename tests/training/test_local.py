@@ -8,6 +8,7 @@ from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.protocol import leave_one_out
 from fedsim.data.synthetic import generate_synthetic
 from fedsim.models import build_model
+from fedsim.models.mf import MatrixFactorization
 from fedsim.training.local import LocalTrainingParams, plan_chunks, train_users
 
 
@@ -87,3 +88,85 @@ def test_row_norms_show_which_items_a_user_touched(split):
     touched = set(np.unique(samples[0].first).tolist())
     nonzero = set(torch.nonzero(result.item_row_norms(split.n_items)[0]).flatten().tolist())
     assert nonzero == touched
+
+
+class _CountingMF(MatrixFactorization):
+    """MF that counts the (user, sample) scores local training computes."""
+
+    def __init__(self, n_items: int, closed_form: bool = True) -> None:
+        super().__init__(n_items, dim=8)
+        self.closed_form_gradients = closed_form
+        self.scored = 0
+
+    def score(self, user, items, dense):
+        self.scored += items.shape[0] * items.shape[1]
+        return super().score(user, items, dense)
+
+
+def test_a_step_trains_only_the_users_still_training(split):
+    """Lock-step training pays for the samples, not for padding every user to the longest stream: step t scores only
+    the users whose stream is longer than t minibatches (on ML-100K padding tripled the work)."""
+    model = _CountingMF(split.n_items)
+    users = np.arange(30)
+    samples = [draw_user_samples(split, int(u), 1, 0, 3, 1, "bce") for u in users]
+    lengths = np.array([len(s) for s in samples])
+    assert lengths.max() > 2 * lengths.min()  # the streams differ in length
+    batch = 16
+    train_users(model, model.init_shared(0), model.init_private(users, 0), samples, local_params(batch_size=batch))
+    # each user's own minibatches and no more (the longest stream's last minibatch may be narrower than a batch)
+    assert lengths.sum() <= model.scored <= sum(-(-n // batch) * batch for n in lengths)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("loss", ["bce", "bpr"])
+@pytest.mark.parametrize("l2, mu, train_shared", [(0.0, 0.0, True), (1e-3, 0.1, True), (1e-3, 0.0, False)])
+def test_closed_form_gradients_equal_autograd(split, optimizer, loss, l2, mu, train_shared):
+    """MF's closed-form step (RankingModel.score_backward) trains exactly what autograd's does, up to float rounding."""
+    users = np.arange(12)
+    samples = [draw_user_samples(split, int(u), 1, 0, 3, 2, loss) for u in users]
+    params = local_params(
+        batch_size=16, lr=0.05, optimizer=optimizer, loss=loss, l2=l2, proximal_mu=mu, train_shared=train_shared
+    )
+    results = []
+    for closed_form in (True, False):
+        model = _CountingMF(split.n_items, closed_form)
+        results.append(train_users(model, model.init_shared(0), model.init_private(users, 0), samples, params))
+    fast, reference = results
+    assert torch.allclose(fast.private, reference.private, atol=1e-6)
+    assert np.allclose(fast.loss, reference.loss, rtol=1e-6)
+    fast_sum, _ = fast.weighted_sum(np.ones(len(users)), split.n_items, 9, {})
+    reference_sum, _ = reference.weighted_sum(np.ones(len(users)), split.n_items, 9, {})
+    assert torch.allclose(fast_sum, reference_sum, atol=1e-6)
+    assert (fast_sum.abs().sum() > 0) == train_shared
+
+
+def test_row_norms_of_a_few_users_are_theirs(split):
+    model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
+    users = np.arange(20)
+    samples = [draw_user_samples(split, int(u), 1, 0, 2, 1, "bce") for u in users]
+    result = train_users(
+        model, model.init_shared(0), model.init_private(users, 0), samples, local_params(max_rows_per_chunk=300)
+    )
+    assert len(result.chunks) > 1
+    picked = np.array([17, 2, 9])
+    everyone = result.item_row_norms(split.n_items)
+    assert torch.equal(result.item_row_norms(split.n_items, picked), everyone[torch.as_tensor(picked)])
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_the_upload_sum_is_row_by_row_index_add(split, weighted):
+    """The weighted sum adds the same float64 terms in the same order as a plain index_add_ over the valid rows."""
+    model = build_model(ModelConfig(name="mf", dim=8), split.n_items)
+    users = np.arange(20)
+    samples = [draw_user_samples(split, int(u), 1, 0, 2, 1, "bce") for u in users]
+    result = train_users(
+        model, model.init_shared(0), model.init_private(users, 0), samples, local_params(max_rows_per_chunk=300)
+    )
+    weights = np.linspace(0.5, 2.0, len(users)) if weighted else np.ones(len(users))
+    expected = torch.zeros(split.n_items, model.item_width, dtype=torch.float64)
+    for chunk in result.chunks:
+        valid = chunk.items >= 0
+        w = torch.as_tensor(weights[chunk.positions], dtype=torch.float64).view(-1, 1).expand(valid.shape)[valid]
+        expected.index_add_(0, chunk.items[valid], chunk.item_delta[valid].double() * w.unsqueeze(1))
+    got, _ = result.weighted_sum(weights, split.n_items, model.item_width, {})
+    assert torch.equal(got, expected)
