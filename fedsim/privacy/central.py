@@ -31,7 +31,8 @@ from fedsim.privacy.clipping import (
     unclipped_fraction_estimate,
     update_noise_multiplier,
 )
-from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
+from fedsim.privacy.mechanism import Aggregate, ClippedMechanism, NoPrivacy
+from fedsim.registry import resolve
 
 
 class CentralDP(ClippedMechanism):
@@ -51,19 +52,36 @@ class CentralDP(ClippedMechanism):
         self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
         # z: the round's overall (effective) noise multiplier; z_update: the update sum's; z_count: the centred
         # count's (2σ_b, adaptive only). z⁻² = z_update⁻² + z_count⁻² (Andrew et al. 2021, Thm. 1).
-        if cfg.noise_multiplier is not None:
-            self.z = float(cfg.noise_multiplier)
-            self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
-        elif self.adaptive:
-            self.z, self.z_update = calibrate_adaptive_noise(
-                float(cfg.target_epsilon), self.delta, q, rounds, self.count_stddev, cfg.accountant
-            )
-        else:
-            self.z = calibrate_noise(float(cfg.target_epsilon), self.delta, q, rounds, cfg.accountant)
-            self.z_update = self.z
+        self.z, self.z_update = self._initial_noise(cfg)
         self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
         self._flower = None
         self._flower_releases: list[tuple[float, int]] = []  # (z, participants) per round: the contrast's state
+
+    @classmethod
+    def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
+        """``privacy.noise`` picks the noise: ``independent`` (this class, DP-FedAvg) or a correlated-noise subclass
+        (the ``noise`` registry, e.g. ``banded_mf``: DP-FTRL, :mod:`fedsim.privacy.ftrl`)."""
+        chosen = resolve("noise", cfg.privacy.noise)
+        if chosen is not cls:
+            return chosen.from_config(cfg, population)
+        return cls(cfg.privacy, population, cfg.federation.participation, cfg.federation.rounds)
+
+    def _initial_noise(self, cfg: PrivacyConfig) -> tuple[float, float]:
+        """(z, z_update): set directly or calibrated to ``target_epsilon`` for ``rounds`` Poisson(q) releases."""
+        if cfg.noise_multiplier is not None:
+            z = float(cfg.noise_multiplier)
+            return z, update_noise_multiplier(z, self.count_stddev) if self.adaptive else z
+        if self.adaptive:
+            return calibrate_adaptive_noise(
+                float(cfg.target_epsilon), self.delta, self.q, self.rounds, self.count_stddev, cfg.accountant
+            )
+        z = calibrate_noise(float(cfg.target_epsilon), self.delta, self.q, self.rounds, cfg.accountant)
+        return z, z
+
+    def _noise(self, totals: list[torch.Tensor], generator: torch.Generator, std: float) -> list[torch.Tensor]:
+        """The noise added to each released sum this round: independent N(0, std²) per coordinate (DP-FedAvg).
+        Correlated-noise mechanisms override it."""
+        return [torch.randn(total.shape, generator=generator, dtype=torch.float64) * std for total in totals]
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
@@ -78,12 +96,10 @@ class CentralDP(ClippedMechanism):
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         denominator = self.q * self.mean_population
 
-        def noised(total: torch.Tensor) -> torch.Tensor:
-            noise = torch.randn(total.shape, generator=generator, dtype=torch.float64) * std
-            return (total + noise) / denominator
-
-        mean = {"__items__": noised(aggregate.item_sum)}
-        mean.update({k: noised(v) for k, v in aggregate.dense_sum.items()})
+        names = ["__items__", *aggregate.dense_sum]
+        totals = [aggregate.item_sum, *aggregate.dense_sum.values()]
+        noises = self._noise(totals, generator, std)
+        mean = {name: (total + noise) / denominator for name, total, noise in zip(names, totals, noises, strict=True)}
         n = max(aggregate.n_users, 1)
         metrics = {
             "privacy/noise_multiplier": self.z,
@@ -234,9 +250,7 @@ class CentralDP(ClippedMechanism):
             return None
         if self.adaptive:
             return super().continue_for(rounds, done)
-        z = calibrate_remaining(
-            self.accountant.history, self.target_epsilon, self.delta, self.q, rounds - done, self.accountant.method
-        )
+        z = self._remaining_noise(rounds, done)
         if z is None:
             raise ConfigError(
                 f"resume_from: the {done} rounds already run spent ε={self.accountant.epsilon():.3f}; no noise "
@@ -250,6 +264,12 @@ class CentralDP(ClippedMechanism):
                 "noise — a larger target or fewer rounds would say more"
             )
         return None
+
+    def _remaining_noise(self, rounds: int, done: int) -> float | None:
+        """The z that keeps rounds ``done + 1 .. rounds`` within the target after the releases already accounted."""
+        return calibrate_remaining(
+            self.accountant.history, self.target_epsilon, self.delta, self.q, rounds - done, self.accountant.method
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before
