@@ -110,9 +110,13 @@ class BandedMF(CentralDP):
         row = np.zeros(self.period)
         for k in range(min(len(self.coefs), t)):
             row[(t - k - 1) % self.period] += abs(self.coefs[k])  # round t − k belongs to group (t − k − 1) mod p
-        state.group_sums += (row / z) ** 2
-        worst = float(state.group_sums.max())
-        increment, state.charged = worst - state.charged, max(worst, state.charged)
+        added = (row / z) ** 2
+        worst = int(np.argmax(state.group_sums + added))
+        # the charged worst group stays the worst (always with one group): its own term, without rounding drift
+        stays = state.group_sums[worst] == state.charged
+        state.group_sums += added
+        increment = float(added[worst]) if stays else float(state.group_sums[worst]) - state.charged
+        state.charged = max(state.charged, float(state.group_sums[worst]))
         return (1.0, increment**-0.5) if increment > 0 else None
 
     def _plan(self, z: float, state: AccountingState, rounds: int) -> list[tuple[float, float, int]]:
