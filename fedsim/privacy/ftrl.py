@@ -140,13 +140,15 @@ class BandedMF(CentralDP):
     def _initial_noise(self, cfg: PrivacyConfig) -> tuple[float, float]:
         """z set directly, or the smallest z whose planned releases stay within ``target_epsilon`` — checked on the
         same row-by-row events the accountant will be charged, so the run never ends above the target."""
-        if cfg.noise_multiplier is not None or math.isinf(float(cfg.target_epsilon)):
+        if cfg.target_epsilon is None or math.isinf(cfg.target_epsilon):
             z = float(cfg.noise_multiplier or 0.0)
             return z, z
-        z = self._remaining_noise(self.rounds, 0)
-        if z is None:
-            raise ConfigError(f"privacy.target_epsilon={cfg.target_epsilon:g}: no noise multiplier up to 1e4 reaches it")
-        return z, z
+        calibrated = self._remaining_noise(self.rounds, 0)
+        if calibrated is None:
+            raise ConfigError(
+                f"privacy.target_epsilon={cfg.target_epsilon:g}: no noise multiplier up to 1e4 reaches it"
+            )
+        return calibrated, calibrated
 
     def _remaining_noise(self, rounds: int, done: int) -> float | None:
         """Smallest constant z (to 0.1 %) for rows ``done + 1 .. rounds`` within the target, starting from the

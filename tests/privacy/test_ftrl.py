@@ -22,9 +22,7 @@ from fedsim.updates import Aggregate
 
 
 def _mechanism(bands, z=None, target=None, q=1.0, rounds=6, period=1, population=100, delta=1e-5):
-    cfg = PrivacyConfig(
-        mechanism="central", noise="banded_mf", noise_multiplier=z, target_epsilon=target, delta=delta
-    )
+    cfg = PrivacyConfig(mechanism="central", noise="banded_mf", noise_multiplier=z, target_epsilon=target, delta=delta)
     return BandedMF(cfg, population, q, rounds, period, bands)
 
 
@@ -184,8 +182,12 @@ def test_cyclic_sampling_keeps_the_minimum_separation():
     [
         (["federation.participation=0.5", "privacy.bands=2"], "every user in every round"),
         (
-            ["federation.sampling=cyclic", "federation.participation=0.1", "federation.min_separation=2",
-             "privacy.bands=3"],
+            [
+                "federation.sampling=cyclic",
+                "federation.participation=0.1",
+                "federation.min_separation=2",
+                "privacy.bands=3",
+            ],
             "bands within the separation",
         ),
         (["privacy.clipping=adaptive"], "clipping=fixed"),
@@ -203,15 +205,21 @@ def test_noise_keys_are_read_only_by_central_and_cyclic_only_by_banded_mf():
     with pytest.raises(ConfigError, match="read only by privacy.noise=banded_mf"):
         tiny_config("privacy=central", "privacy.target_epsilon=4", "privacy.bands=2")
     with pytest.raises(ConfigError, match="accounted by privacy.noise=banded_mf"):
-        tiny_config("privacy=central", "privacy.target_epsilon=4", "federation.sampling=cyclic",
-                    "federation.participation=0.5")
+        tiny_config(
+            "privacy=central", "privacy.target_epsilon=4", "federation.sampling=cyclic", "federation.participation=0.5"
+        )
     with pytest.raises(ConfigError, match="read only by federation.sampling=cyclic"):
         tiny_config("federation.min_separation=2")
 
 
 def test_build_mechanism_picks_the_noise_and_the_cyclic_period():
-    cfg = tiny_config("privacy=central", "privacy.noise_multiplier=1", "privacy.noise=banded_mf",
-                      "federation.sampling=cyclic", "federation.participation=0.25")
+    cfg = tiny_config(
+        "privacy=central",
+        "privacy.noise_multiplier=1",
+        "privacy.noise=banded_mf",
+        "federation.sampling=cyclic",
+        "federation.participation=0.25",
+    )
     mechanism = build_mechanism(cfg, 40)
     assert isinstance(mechanism, BandedMF) and mechanism.period == 4 and len(mechanism.coefs) == 4
     assert not mechanism.amplified  # q·p = 1: deterministic groups, exact sensitivity without amplification
@@ -220,8 +228,17 @@ def test_build_mechanism_picks_the_noise_and_the_cyclic_period():
 
 def test_an_in_process_run_with_banded_mf_noise(tmp_path):
     def config(rounds, *privacy, resume_from=None):
-        cfg = tiny_config("privacy=central", "privacy.noise=banded_mf", "privacy.bands=2", "privacy.clipping_norm=0.5",
-                          "attack=off", "audit=off", *privacy, rounds=rounds, participation=1.0)
+        cfg = tiny_config(
+            "privacy=central",
+            "privacy.noise=banded_mf",
+            "privacy.bands=2",
+            "privacy.clipping_norm=0.5",
+            "attack=off",
+            "audit=off",
+            *privacy,
+            rounds=rounds,
+            participation=1.0,
+        )
         cfg.resume_from = resume_from
         return cfg
 
