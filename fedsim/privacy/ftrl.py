@@ -245,6 +245,16 @@ class BandedMF(CentralDP):
             "stream": self.stream.state_dict(),
         }
 
+    def resume_problem(self, done: int, participations: np.ndarray) -> str | None:
+        """A checkpoint of round ``done`` must hold a stream that released ``done`` rows with its band of past noise
+        (the accountant charges rows or participation blocks, not one entry per round, so DP-FedAvg's count of
+        releases does not apply)."""
+        if self.state.rows != done:
+            return f"the noise stream released {self.state.rows} rows, but the checkpoint is of round {done}"
+        if len(self.stream.past) != min(done, len(self.coefs) - 1):
+            return f"the noise stream holds {len(self.stream.past)} past noise vectors after {done} rounds"
+        return None
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("noise", "independent") != self.noise or int(state.get("period", 0)) != self.period:
             raise ValueError(

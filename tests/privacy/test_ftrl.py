@@ -160,6 +160,8 @@ def test_the_noise_stream_and_accountant_resume_exactly():
     resumed.load_state_dict(saved)
     assert all(torch.equal(x, y) for x, y in zip(releases(resumed, range(4, 7)), expected[3:], strict=True))
     assert resumed.accountant.epsilon() == straight.accountant.epsilon()
+    assert first.resume_problem(3, np.zeros(1)) is None
+    assert "released 3 rows" in first.resume_problem(4, np.zeros(1))
     with pytest.raises(ValueError, match="privacy.bands"):
         _mechanism(bands=2, z=1.2, rounds=6).load_state_dict(saved)
 
