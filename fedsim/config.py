@@ -83,6 +83,7 @@ class FederationConfig:
     users_per_node: int = 0
     participation: float = 1.0
     sampling: str = "fixed"
+    min_separation: int | None = None  # sampling=cyclic: rounds between a user's chances (None: round(1/participation))
     user_weighting: str = "uniform"
     num_cpus_per_node: float = 1.0
     max_concurrent_nodes: int = 0
@@ -99,6 +100,13 @@ class FederationConfig:
     node_crash_prob: float = 0.0
     node_hang_prob: float = 0.0  # fault injection: a node's train call sleeps node_hang_s (tests, teaching)
     node_hang_s: float = 30.0
+
+    def cyclic_period(self) -> int:
+        """Rounds between a user's chances to take part: ``min_separation`` (None: round(1/participation)) under
+        ``sampling=cyclic`` (users in that many groups by id, round t serving group (t−1) mod p), else 1."""
+        if self.sampling != "cyclic":
+            return 1
+        return self.min_separation if self.min_separation is not None else max(1, round(1.0 / self.participation))
 
 
 @dataclass
@@ -137,6 +145,8 @@ class PrivacyConfig:
     accountant: str = "pld"
     secure_rng: bool = False
     record_sample_rate: float = 0.1  # privacy=record: Poisson rate q of each record per DP-SGD step
+    noise: str = "independent"  # privacy=central: independent (DP-FedAvg) | banded_mf (DP-FTRL, fedsim/privacy/ftrl.py)
+    bands: int | None = None  # noise=banded_mf: bands of C (None: federation.min_separation under cyclic, else 1)
 
 
 @dataclass
@@ -612,7 +622,7 @@ def _unread(cfg: FedsimConfig, named: typing.Collection[str]) -> None:
 
 LOSSES = ("bce", "bpr")
 OPTIMIZERS = ("sgd", "adam")
-SAMPLINGS = ("fixed", "poisson")
+SAMPLINGS = ("fixed", "poisson", "cyclic")
 WEIGHTINGS = ("examples", "uniform")
 CLIPPINGS = ("fixed", "adaptive")
 ACCOUNTANTS = ("pld", "rdp")
@@ -742,6 +752,15 @@ def _federation(cfg: FedsimConfig) -> None:
     _check("federation.users_per_node", f.users_per_node >= 0, "0 (auto) or an integer >= 1", f.users_per_node)
     _check("federation.participation", 0.0 < f.participation <= 1.0, "0 < fraction <= 1", f.participation)
     _one_of("federation.sampling", f.sampling, SAMPLINGS)
+    if f.min_separation is not None:
+        _check("federation.min_separation", f.min_separation >= 1, "an integer >= 1", f.min_separation)
+        if f.sampling != "cyclic":
+            raise ConfigError("federation.min_separation is read only by federation.sampling=cyclic")
+    if f.sampling == "cyclic" and f.participation * f.cyclic_period() > 1.0 + 1e-9:
+        raise ConfigError(
+            f"federation.sampling=cyclic: participation × min_separation = {f.participation:g} × "
+            f"{f.cyclic_period()} > 1 (a group cannot supply more than all its users); lower one of them"
+        )
     _one_of("federation.user_weighting", f.user_weighting, WEIGHTINGS)
     _positive("federation.num_cpus_per_node", f.num_cpus_per_node)
     _check(
@@ -808,7 +827,8 @@ def _privacy(cfg: FedsimConfig) -> None:
         if p.noise_multiplier is not None and p.target_epsilon is not None:
             raise ConfigError("set only one of privacy.noise_multiplier and privacy.target_epsilon")
     f = cfg.federation
-    if p.mechanism == "central" and f.sampling != "poisson" and f.participation < 1.0:
+    _noise(cfg)
+    if p.mechanism == "central" and f.sampling == "fixed" and f.participation < 1.0:
         raise ConfigError(
             "privacy.mechanism=central needs federation.sampling=poisson when federation.participation "
             "< 1 (the accountant certifies Poisson participation, not a fixed-size cohort)"
@@ -829,6 +849,41 @@ def _privacy(cfg: FedsimConfig) -> None:
                 "federation.deadline_s > 0 is refused with privacy.mechanism=record: whether a device meets the "
                 "deadline depends on its number of records, which the record-level accountant does not charge"
             )
+
+
+def _noise(cfg: FedsimConfig) -> None:
+    """``privacy.noise`` / ``privacy.bands`` (read only by privacy=central) against the participation schedule whose
+    sensitivity fedsim/privacy/ftrl.py can account exactly."""
+    p, f = cfg.privacy, cfg.federation
+    _one_of("privacy.noise", p.noise, names("noise"))
+    if p.mechanism != "central" and (p.noise != "independent" or p.bands is not None):
+        raise ConfigError("privacy.noise and privacy.bands are read only by privacy=central")
+    if p.noise == "independent":
+        if p.bands is not None:
+            raise ConfigError("privacy.bands is read only by privacy.noise=banded_mf")
+        if p.mechanism == "central" and f.sampling == "cyclic" and f.participation < 1.0:
+            raise ConfigError(
+                "federation.sampling=cyclic is accounted by privacy.noise=banded_mf (privacy.bands=1 is independent "
+                "noise); privacy.noise=independent certifies federation.sampling=poisson"
+            )
+        return
+    period = f.cyclic_period()
+    bands = p.bands if p.bands is not None else period
+    _check("privacy.bands", bands >= 1, "an integer >= 1", bands)
+    if p.clipping != "fixed":
+        raise ConfigError("privacy.noise=banded_mf needs privacy.clipping=fixed (its sensitivity is for a fixed C)")
+    if f.participation < 1.0 and f.sampling == "poisson" and bands > 1:
+        raise ConfigError(
+            "privacy.noise=banded_mf with privacy.bands > 1 needs every user in every round "
+            "(federation.participation=1) or federation.sampling=cyclic with federation.min_separation >= "
+            "privacy.bands: under plain Poisson sampling a user may take part in adjacent rounds"
+        )
+    if f.sampling == "cyclic" and f.participation * period < 1.0 and bands > period:
+        raise ConfigError(
+            f"privacy.bands={bands} > federation.min_separation={period}: amplified banded MF needs the bands within "
+            "the separation when cyclic groups are subsampled (set participation × min_separation = 1 for exact "
+            "sensitivity without amplification)"
+        )
 
 
 def _consent(cfg: FedsimConfig) -> None:

@@ -36,6 +36,10 @@ REGISTRIES: dict[str, dict[str, str]] = {
         "record": "fedsim.privacy.record:RecordDP",
         "on_device": "fedsim.privacy.on_device:OnDevice",
     },
+    "noise": {  # privacy.noise under privacy=central: independent (DP-FedAvg) or correlated (DP-FTRL)
+        "independent": "fedsim.privacy.central:CentralDP",
+        "banded_mf": "fedsim.privacy.ftrl:BandedMF",
+    },
     "poison": {  # attack.poison.strategy (fedsim/security/poisoning.py)
         "fake_users": "fedsim.security.poisoning:FakeUsers",
         "boost_target": "fedsim.security.poisoning:BoostTarget",

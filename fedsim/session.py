@@ -69,6 +69,7 @@ HPARAM_KEYS = (
     "federation.sampling",
     "strategy.name",
     "privacy.mechanism",
+    "privacy.noise",
     "privacy.noise_multiplier",
     "privacy.target_epsilon",
     "privacy.noise_multiplier",

@@ -100,17 +100,23 @@ def calibrate_remaining(
     if spent >= target_epsilon:
         return None
 
-    def fits(z: float) -> bool:
-        return epsilon_of([*history, (q, z, remaining)], delta, method) <= target_epsilon
+    return smallest_noise(lambda z: epsilon_of([*history, (q, z, remaining)], delta, method) <= target_epsilon)
 
-    low, high = MIN_NOISE_MULTIPLIER, MIN_NOISE_MULTIPLIER
+
+def smallest_noise(
+    fits: Callable[[float], bool], start: float = MIN_NOISE_MULTIPLIER, tolerance: float = 1.005
+) -> float | None:
+    """The smallest z ≥ ``start`` (to ``tolerance``×) for which ``fits(z)`` — ε within its target — holds, assuming
+    ε falls as z grows: doubling from ``start``, then bisection on a log scale; the returned z always fits. None
+    when not even z = 10⁴ does."""
+    low, high = start, start
     while not fits(high):
         low, high = high, high * 2.0
         if high > 1e4:
             return None
-    if fits(low):
-        return low
-    while high / low > 1.005:  # bisection on a log scale
+    if high == start:
+        return high
+    while high / low > tolerance:
         middle = math.sqrt(low * high)
         low, high = (low, middle) if fits(middle) else (middle, high)
     return high

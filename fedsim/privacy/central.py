@@ -31,7 +31,8 @@ from fedsim.privacy.clipping import (
     unclipped_fraction_estimate,
     update_noise_multiplier,
 )
-from fedsim.privacy.mechanism import Aggregate, ClippedMechanism
+from fedsim.privacy.mechanism import Aggregate, ClippedMechanism, NoPrivacy
+from fedsim.registry import resolve
 
 
 class CentralDP(ClippedMechanism):
@@ -62,27 +63,46 @@ class CentralDP(ClippedMechanism):
         self.count_stddev = cfg.clipped_count_stddev if cfg.clipped_count_stddev is not None else expected / 20.0
         # z: the round's overall (effective) noise multiplier; z_update: the update sum's; z_count: the centred
         # count's (2σ_b, adaptive only). z⁻² = z_update⁻² + z_count⁻² (Andrew et al. 2021, Thm. 1).
-        if cfg.noise_multiplier is not None:
-            self.z = float(cfg.noise_multiplier)
-            self.z_update = update_noise_multiplier(self.z, self.count_stddev) if self.adaptive else self.z
-        elif self.adaptive:
-            self.z, self.z_update = calibrate_adaptive_noise(
-                float(cfg.target_epsilon), planned_delta, q, rounds, self.count_stddev, cfg.accountant
-            )
-        else:
-            self.z = calibrate_noise(float(cfg.target_epsilon), planned_delta, q, rounds, cfg.accountant)
-            self.z_update = self.z
+        self.planned_delta = planned_delta
+        self.z, self.z_update = self._initial_noise(cfg)
         self.z_count = count_noise_multiplier(self.count_stddev) if self.adaptive else None
         self.configured_z = (self.z_update, self.z_count)  # what the config asked for (a remediation doubles it)
         self._flower = None
         self._flower_releases: list[tuple[float, int]] = []  # (z, participants) per round: the contrast's state
 
     @classmethod
-    def from_config(cls, cfg: Any, population: int) -> CentralDP:
+    def from_config(cls, cfg: Any, population: int) -> NoPrivacy:
+        """``privacy.noise`` picks the noise: ``independent`` (this class, DP-FedAvg) or a correlated-noise subclass
+        (the ``noise`` registry, e.g. ``banded_mf``: DP-FTRL, :mod:`fedsim.privacy.ftrl`)."""
+        chosen = resolve("noise", cfg.privacy.noise)
+        if chosen is not cls:
+            if cfg.secagg.enabled:
+                raise ConfigError(
+                    f"secagg.enabled with privacy.noise={cfg.privacy.noise}: the δ that secure aggregation's aborts "
+                    "add is derived for independent noise only; use privacy.noise=independent or secagg.enabled=false"
+                )
+            return chosen.from_config(cfg, population)
         f, q = cfg.federation, cfg.federation.participation
         reports = (1.0 - f.dropout) * f.availability  # each sampled user's (common) chance to reach the sum
         abort = secagg_abort_delta(population, q * reports, cfg.secagg.min_users) if cfg.secagg.enabled else 0.0
         return cls(cfg.privacy, population, q, f.rounds, abort)
+
+    def _initial_noise(self, cfg: PrivacyConfig) -> tuple[float, float]:
+        """(z, z_update): set directly or calibrated to ``target_epsilon`` for ``rounds`` Poisson(q) releases."""
+        if cfg.noise_multiplier is not None:
+            z = float(cfg.noise_multiplier)
+            return z, update_noise_multiplier(z, self.count_stddev) if self.adaptive else z
+        if self.adaptive:
+            return calibrate_adaptive_noise(
+                float(cfg.target_epsilon), self.planned_delta, self.q, self.rounds, self.count_stddev, cfg.accountant
+            )
+        z = calibrate_noise(float(cfg.target_epsilon), self.planned_delta, self.q, self.rounds, cfg.accountant)
+        return z, z
+
+    def _noise(self, totals: list[torch.Tensor], generator: torch.Generator, std: float) -> list[torch.Tensor]:
+        """The noise added to each released sum this round: independent N(0, std²) per coordinate (DP-FedAvg).
+        Correlated-noise mechanisms override it."""
+        return [torch.randn(total.shape, generator=generator, dtype=torch.float64) * std for total in totals]
 
     # --- device side ---------------------------------------------------------------------------------------------
     def round_config(self, server_round: int) -> dict[str, Any]:
@@ -97,12 +117,10 @@ class CentralDP(ClippedMechanism):
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         denominator = self.q * self.mean_population
 
-        def noised(total: torch.Tensor) -> torch.Tensor:
-            noise = torch.randn(total.shape, generator=generator, dtype=torch.float64) * std
-            return (total + noise) / denominator
-
-        mean = {"__items__": noised(aggregate.item_sum)}
-        mean.update({k: noised(v) for k, v in aggregate.dense_sum.items()})
+        names = ["__items__", *aggregate.dense_sum]
+        totals = [aggregate.item_sum, *aggregate.dense_sum.values()]
+        noises = self._noise(totals, generator, std)
+        mean = {name: (total + noise) / denominator for name, total, noise in zip(names, totals, noises, strict=True)}
         n = max(aggregate.n_users, 1)
         metrics = {
             "privacy/noise_multiplier": self.z,
@@ -266,15 +284,13 @@ class CentralDP(ClippedMechanism):
             return None
         if self.adaptive:
             return super().continue_for(rounds, done)
-        left = self.accountant.gaussian_delta() - (rounds - done) * self.accountant.abort_delta
+        left = self._gaussian_delta_left(rounds, done)
         if left < 0.9 * self.delta - self.accountant.abort_spent:  # the rounds to come would pass δ/10 (as __init__)
             raise ConfigError(
                 f"resume_from: {rounds} rounds would charge secure aggregation's aborts more than δ/10 = "
                 f"{self.delta / 10:.3g}; lower secagg.min_users or federation.rounds"
             )
-        z = calibrate_remaining(
-            self.accountant.history, self.target_epsilon, left, self.q, rounds - done, self.accountant.method
-        )
+        z = self._remaining_noise(rounds, done)
         if z is None:
             raise ConfigError(
                 f"resume_from: the {done} rounds already run spent ε={self.accountant.epsilon():.3f}; no noise "
@@ -306,6 +322,21 @@ class CentralDP(ClippedMechanism):
         if len(self._flower_releases) > done:
             return f"the Flower contrast holds {len(self._flower_releases)} releases for {done} rounds"
         return None
+
+    def _gaussian_delta_left(self, rounds: int, done: int) -> float:
+        """The δ the Gaussian releases may spend over the whole run, less what aborts of rounds to come will charge."""
+        return self.accountant.gaussian_delta() - (rounds - done) * self.accountant.abort_delta
+
+    def _remaining_noise(self, rounds: int, done: int) -> float | None:
+        """The z that keeps rounds ``done + 1 .. rounds`` within the target after the releases already accounted."""
+        return calibrate_remaining(
+            self.accountant.history,
+            self.target_epsilon,
+            self._gaussian_delta_left(rounds, done),
+            self.q,
+            rounds - done,
+            self.accountant.method,
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the accountant and C. An adaptive run's entries without a count multiplier were written before

@@ -43,7 +43,12 @@ def build_loop(
         build_strategy(cfg.strategy, rt.n_nodes),
         mechanism,
         UserSampler(
-            rt.eligible, cfg.federation.participation, cfg.federation.sampling, cfg.seed, cfg.privacy.secure_rng
+            rt.eligible,
+            cfg.federation.participation,
+            cfg.federation.sampling,
+            cfg.seed,
+            cfg.privacy.secure_rng,
+            cfg.federation.cyclic_period(),
         ),
         callbacks,
         initial_shared=initial_shared,
