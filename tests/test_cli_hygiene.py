@@ -273,7 +273,11 @@ def finished_run(tmp_path_factory) -> Path:
     [
         pytest.param(["resume_from={nowhere}"], "not a fedsim federated run", id="no-such-run"),
         pytest.param(["resume_from={a_file}"], "not a fedsim federated run", id="a-file"),
-        pytest.param(["mode=centralized", "resume_from={run}"], "is read only when mode=federated; this run has mode=centralized", id="centralized"),
+        pytest.param(
+            ["mode=centralized", "resume_from={run}"],
+            "is read only when mode=federated; this run has mode=centralized",
+            id="centralized",
+        ),
         pytest.param(["model.dim=8", "federation.rounds=3", "resume_from={run}"], "model differs", id="other-model"),
         pytest.param(["resume_from={run}"], "already completed 1 rounds", id="already-finished"),
     ],
