@@ -437,7 +437,9 @@ def remediation(name: str) -> Condition:
 
 ALWAYS = Condition("always", (), lambda c: True)
 FEDERATED = option("mode", "federated")  # the centralized baseline trains pooled data: no devices, rounds of epochs
-SYNTHETIC = option("dataset.name", "synthetic")
+SYNTHETIC = option("dataset.name", "synthetic", "synthetic_v1")  # knobs both generators read
+POPULATION = option("dataset.name", "synthetic")  # the calibrated population (fedsim/data/population.py)
+SYNTHETIC_V1 = option("dataset.name", "synthetic_v1")  # the first generator (fedsim/data/synthetic.py)
 DP = option("privacy.mechanism", "central", "local", "record")
 ADAPTIVE = every(option("privacy.mechanism", "central"), option("privacy.clipping", "adaptive"))
 RAY = every(FEDERATED, option("federation.backend", "ray"))
@@ -466,11 +468,16 @@ READ_BY: dict[str, Condition] = {
     "dataset.latent_dim": SYNTHETIC,
     "dataset.min_interactions": SYNTHETIC,
     "dataset.max_interactions": SYNTHETIC,
-    "dataset.activity_exponent": SYNTHETIC,
-    "dataset.popularity_exponent": SYNTHETIC,
+    "dataset.activity_exponent": SYNTHETIC_V1,
+    "dataset.popularity_exponent": SYNTHETIC_V1,
     "dataset.minority_share": SYNTHETIC,
     "dataset.group_shift": SYNTHETIC,
     "dataset.taste_strength": SYNTHETIC,
+    "dataset.activity_mean": POPULATION,
+    "dataset.activity_shape": POPULATION,
+    "dataset.popularity_sd": POPULATION,
+    "dataset.age_shift": POPULATION,
+    "dataset.drift": POPULATION,
     "model.name": ALWAYS,
     "model.dim": ALWAYS,
     "model.mlp_layers": option("model.name", "neumf"),
@@ -488,6 +495,7 @@ READ_BY: dict[str, Condition] = {
     "federation.users_per_node": FEDERATED,
     "federation.participation": FEDERATED,
     "federation.sampling": FEDERATED,
+    "federation.min_separation": every(FEDERATED, option("federation.sampling", "cyclic")),
     "federation.user_weighting": every(FEDERATED, option("privacy.mechanism", "none")),  # DP weighs users equally
     "federation.num_cpus_per_node": RAY,  # fedsim/simulation.py run_federation
     "federation.max_concurrent_nodes": RAY,
@@ -520,6 +528,8 @@ READ_BY: dict[str, Condition] = {
     # fedsim/privacy: each mechanism's from_config reads its own keys
     "privacy.mechanism": ALWAYS,
     "privacy.noise_multiplier": DP,
+    "privacy.noise": option("privacy.mechanism", "central"),  # fedsim/privacy/central.py from_config: the registry
+    "privacy.bands": every(option("privacy.mechanism", "central"), option("privacy.noise", "banded_mf")),
     "privacy.target_epsilon": DP,
     "privacy.max_epsilon": DP,
     "privacy.clipping_norm": DP,
@@ -754,8 +764,6 @@ def _federation(cfg: FedsimConfig) -> None:
     _one_of("federation.sampling", f.sampling, SAMPLINGS)
     if f.min_separation is not None:
         _check("federation.min_separation", f.min_separation >= 1, "an integer >= 1", f.min_separation)
-        if f.sampling != "cyclic":
-            raise ConfigError("federation.min_separation is read only by federation.sampling=cyclic")
     if f.sampling == "cyclic" and f.participation * f.cyclic_period() > 1.0 + 1e-9:
         raise ConfigError(
             f"federation.sampling=cyclic: participation × min_separation = {f.participation:g} × "
@@ -855,12 +863,8 @@ def _noise(cfg: FedsimConfig) -> None:
     """``privacy.noise`` / ``privacy.bands`` (read only by privacy=central) against the participation schedule whose
     sensitivity fedsim/privacy/ftrl.py can account exactly."""
     p, f = cfg.privacy, cfg.federation
-    _one_of("privacy.noise", p.noise, names("noise"))
-    if p.mechanism != "central" and (p.noise != "independent" or p.bands is not None):
-        raise ConfigError("privacy.noise and privacy.bands are read only by privacy=central")
+    _one_of("privacy.noise", p.noise, names("noise"))  # who reads noise and bands: READ_BY
     if p.noise == "independent":
-        if p.bands is not None:
-            raise ConfigError("privacy.bands is read only by privacy.noise=banded_mf")
         if p.mechanism == "central" and f.sampling == "cyclic" and f.participation < 1.0:
             raise ConfigError(
                 "federation.sampling=cyclic is accounted by privacy.noise=banded_mf (privacy.bands=1 is independent "

@@ -47,6 +47,7 @@ WORLDS: list[list[str]] = [
     [],
     ["mode=centralized"],
     ["dataset=synthetic"],
+    ["dataset=synthetic_v1"],
     ["dataset=movielens_100k"],
     ["dataset=movielens_1m", "dataset.path=/nonexistent"],
     ["model=mf"],
@@ -67,6 +68,7 @@ WORLDS: list[list[str]] = [
     ["privacy=none"],
     ["privacy=central", *DP],
     ["privacy=central", *DP, "privacy.clipping=adaptive"],
+    ["privacy=central", *DP, "privacy.noise=banded_mf", "federation.sampling=cyclic", "federation.participation=0.5"],
     ["privacy=local", *DP],
     ["privacy=record", *DP],
     ["privacy=on_device"],
@@ -205,7 +207,7 @@ def test_the_command_line_names_a_key_even_at_its_default(worlds, key):
         (["dataset.path=/x"], "dataset.path=/x is read only by dataset=movielens_100k|movielens_1m; "
          "this run has dataset=synthetic"),
         (["+experiment=erasure_demo", "dataset=movielens_100k"], "dataset.n_users=120 is read only by "
-         "dataset=synthetic; this run has dataset=movielens_100k"),
+         "dataset=synthetic|synthetic_v1; this run has dataset=movielens_100k"),
         (["privacy=central", *DP, "privacy.target_quantile=0.9"], "privacy.target_quantile=0.9 is read only when "
          "privacy=central and privacy.clipping=adaptive; this run has privacy=central, privacy.clipping=fixed"),
         (["mode=centralized", "strategy=fedprox"], "strategy.name=fedprox is read only when mode=federated; "

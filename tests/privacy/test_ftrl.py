@@ -204,13 +204,13 @@ def test_schedules_without_an_exact_accounting_are_refused(overrides, message):
 def test_noise_keys_are_read_only_by_central_and_cyclic_only_by_banded_mf():
     with pytest.raises(ConfigError, match="read only by privacy=central"):
         tiny_config("privacy=local", "privacy.target_epsilon=4", "privacy.noise=banded_mf")
-    with pytest.raises(ConfigError, match="read only by privacy.noise=banded_mf"):
+    with pytest.raises(ConfigError, match="read only when privacy=central and privacy.noise=banded_mf"):
         tiny_config("privacy=central", "privacy.target_epsilon=4", "privacy.bands=2")
     with pytest.raises(ConfigError, match="accounted by privacy.noise=banded_mf"):
         tiny_config(
             "privacy=central", "privacy.target_epsilon=4", "federation.sampling=cyclic", "federation.participation=0.5"
         )
-    with pytest.raises(ConfigError, match="read only by federation.sampling=cyclic"):
+    with pytest.raises(ConfigError, match="read only when mode=federated and federation.sampling=cyclic"):
         tiny_config("federation.min_separation=2")
 
 
