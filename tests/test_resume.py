@@ -281,6 +281,6 @@ def test_an_interrupted_run_is_not_finished_and_its_resume_is(target_runs):
 def test_only_a_run_of_every_planned_round_is_finished(earlier, tmp_path):
     done = json.loads((earlier / "summary.json").read_text())
     assert done["finished"] is True and done["stop_reason"] == "" and done["rounds_completed"] == 3
-    cfg = tiny_config("attack=off", "mode=centralized", rounds=2)
+    cfg = tiny_config("mode=centralized", rounds=2)
     centralized = run(cfg, tmp_path / "centralized")
     assert centralized["finished"] is True and centralized["stop_reason"] == ""

@@ -108,5 +108,5 @@ def test_a_split_that_time_cannot_order_warns():
 
 
 def _synthetic_split():
-    data = generate_synthetic(n_users=30, n_items=200, seed=1)
+    data = generate_synthetic(v1_dataset(), n_users=30, n_items=200, seed=1)
     return data, leave_one_out(data, n_negatives=20, seed=3)
