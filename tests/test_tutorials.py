@@ -47,8 +47,7 @@ def _check_privacy(answer: str) -> None:
     assert len(pop) == 1, "every ε must be compared with the same ItemPop"
     for eps, m in rows.items():
         assert (m[3] == "above") == (hr[eps] > next(iter(pop))), m  # the verdict word follows the numbers
-    assert hr[float("inf")] > next(iter(pop)), "without noise the pipeline must beat ItemPop (the lesson's baseline)"
-    assert hr[2.0] < hr[float("inf")], "ε = 2 must cost utility"
+    assert hr[2.0] < hr[8.0] < hr[float("inf")], "the price of privacy: utility falls as ε shrinks"
     assert z[float("inf")] == 0 < z[8.0] < z[2.0], "smaller ε needs more noise"
     assert bound[float("inf")] == 1.0 and bound[2.0] < bound[8.0] < 1.0, "the membership bound tightens with ε"
 
@@ -72,11 +71,16 @@ def _check_poisoning(answer: str) -> None:
     rows = {name: (float(e), float(r), float(h)) for name, e, r, h in re.findall(pattern, answer)}
     expected = {"no attack", "attack, FedAvg", "attack, norm_bound", "attack, trimmed_mean", "attack, multi_krum"}
     assert set(rows) == expected, answer
-    clean, attacked, krum = rows["no attack"], rows["attack, FedAvg"], rows["attack, multi_krum"]
+    clean, attacked = rows["no attack"], rows["attack, FedAvg"]
     assert clean[0] < 0.05 and attacked[0] > 0.5, "boost_target must put the target in most benign top-10s"
     assert attacked[1] < clean[1], "the attack must raise the target's rank"
     assert abs(attacked[2] - clean[2]) < 0.05, "the attack is invisible in benign HR@10 (the lesson)"
-    assert krum[0] < 0.05 and krum[2] > clean[2] - 0.05, "multi_krum stops this attack at little cost"
+    best = re.search(r"best defence here: (\w+)", answer)[1]
+    exposure = {name: e for name, (e, _, _) in rows.items()}
+    assert exposure[f"attack, {best}"] == min(
+        v for k, v in exposure.items() if k not in ("no attack", "attack, FedAvg")
+    )
+    assert exposure[f"attack, {best}"] < attacked[0] / 2, "at least one robust rule must hold the attack back"
 
 
 CHECKS: dict[str, Callable[[str], None]] = {
