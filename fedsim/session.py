@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, CallbackList
+from fedsim.centralized import ceiling_note
 from fedsim.checkpoint import (
     files_below,
     flatten_state,
@@ -156,10 +157,9 @@ class Session:
     def describe(self) -> dict[str, Any]:
         rt, cfg = self.rt, self.cfg
         k = cfg.evaluation.k
-        served, trained_by = rt.split.evaluated_users, None
-        if self.federated:  # the users the federation evaluates: all but the attack's hold-out and the unmeasured
-            served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served] & rt.in_evaluation_sample[served]]
-            trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
+        # the users the federation scores, and ItemPop counting only the interactions of users who train in it — in
+        # both modes, so the centralized ceiling's ItemPop is the federation's (issue 20)
+        served, trained_by = rt.served, rt.eligible
         n_eval = int((rt.split.test_item >= 0).sum())
         return {
             "name": cfg.name,
@@ -265,6 +265,7 @@ class Session:
                 "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
                 "warnings": self.utility.closing_warnings(),
                 **({"erasure": self.erasure.summary(outcome.get("rounds_completed", 0))} if self.erasure else {}),
+                **({} if self.federated else {"ceiling": ceiling_note(self.cfg, len(self.rt.eligible))}),
             }
         )
         # the guarantee in force at the end (an audit remediation may have raised the noise)

@@ -54,6 +54,7 @@ class PerUser:
     metrics: dict[str, np.ndarray]
     config: dict[str, Any]
     final: dict[str, Any]
+    ceiling: str = ""  # summary.json["ceiling"] of a centralized run: what it is, why it can sit below a federation
 
 
 @dataclass
@@ -97,6 +98,7 @@ def read_run(run_dir: str | Path) -> PerUser:
         {m: np.array([float(r[m]) for r in rows]) for m in metric_columns},
         recorded.get("config", {}),
         recorded.get("final", {}),
+        recorded.get("ceiling", ""),
     )
 
 
@@ -168,6 +170,7 @@ def markdown(a: PerUser, b: PerUser, rows: list[Difference], min_group_size: int
     else:
         lines.append("No group is significantly worse off in B.")
     lines.append("")
+    lines += ceiling_below(a, b)
     lines += catalogue_exposure(a, b)
     if any(c in a.metrics and c in b.metrics for c in EXPOSURE_COLUMNS):
         lines += [
@@ -192,6 +195,19 @@ def markdown(a: PerUser, b: PerUser, rows: list[Difference], min_group_size: int
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def ceiling_below(a: PerUser, b: PerUser) -> list[str]:
+    """When one run is the centralized ceiling and it scores below the federated one, why (its own note)."""
+    runs = {run.config.get("mode"): run for run in (a, b)}
+    ceiling, federated = runs.get("centralized"), runs.get("federated")
+    if ceiling is None or federated is None:
+        return []
+    hr_c, hr_f = float(ceiling.metrics["test_hr"].mean()), float(federated.metrics["test_hr"].mean())
+    if hr_c >= hr_f:
+        return []
+    why = ceiling.ceiling or "one pooled epoch per round against the devices' client.epochs per round"
+    return [f"The centralized ceiling is below the federation here (test HR {hr_c:.4f} vs {hr_f:.4f}): {why}.", ""]
 
 
 def catalogue_exposure(a: PerUser, b: PerUser) -> list[str]:

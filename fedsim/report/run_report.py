@@ -203,6 +203,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             f"| {label} | {_f(values.get(f'test/hr@{k}'))} | {_f(values.get(f'test/ndcg@{k}'))} | "
             f"{_f(values.get(f'test/recall@{k}_full'))} |"
         )
+    if summary.get("ceiling"):  # mode=centralized: what the ceiling is, and why it can sit below a federation
+        lines += ["", f"Centralized ceiling: {summary['ceiling']}."]
     if "consent/personalization_lift_hr" in final:
         lines += [
             "",

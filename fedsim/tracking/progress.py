@@ -56,6 +56,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("threat_model"):
         lines.append(f"privacy: {summary['threat_model'].get('short', summary['threat_model'].get('guarantee'))}")
     lines += poisoning_lines(summary)
+    if summary.get("ceiling"):
+        lines.append(f"centralized ceiling: {summary['ceiling']}")
     for warning in summary.get("warnings") or []:
         lines.append(f"warning: {warning}")
     if summary.get("stop_reason"):

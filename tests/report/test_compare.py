@@ -109,3 +109,23 @@ def test_compare_of_rerank_vs_no_mitigation_compares_exposure(tmp_path):
     assert np.mean([float(r["long_tail_share"]) for r in rows_a]) == pytest.approx(a, abs=1e-5)
     diffs = [float(rb["long_tail_share"]) - float(ra["long_tail_share"]) for ra, rb in zip(rows_a, rows_b)]
     assert f"{np.mean(diffs):+.4f} [" in _table_row(text, "all", "everyone", "long_tail_share")
+
+
+def test_a_centralized_ceiling_below_the_federation_is_explained(two_runs, tmp_path):
+    federated, _ = two_runs
+    ceiling = tmp_path / "ceiling"
+    run(tiny_config("mode=centralized"), ceiling)  # the same users as the federation: comparable (issue 20)
+    assert "Centralized ceiling: pooled data of the" in (ceiling / "report.md").read_text()
+    rows = _rows(ceiling)
+    for r in rows:  # make it sit below: every user of the ceiling misses
+        r["test_hr"] = "0"
+    with (ceiling / "per_user.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["compare", str(ceiling), str(federated), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert "The centralized ceiling is below the federation here (test HR 0.0000 vs" in text
+    assert "raise federation.rounds" in text
+    assert main(["compare", str(federated), str(federated), "--out", str(tmp_path / "same")]) == 0
+    assert "centralized ceiling" not in (tmp_path / "same" / "compare.md").read_text()
