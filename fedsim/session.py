@@ -351,6 +351,8 @@ class Session:
         if len(fallback) and picks and all(rt.personalised[u] for u in picks):
             picks[-1] = int(fallback[0])
         return [
-            format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
+            format_explanations(
+                rt.data.user_label(int(u)), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5)
+            )
             for u in picks
         ]

@@ -286,6 +286,7 @@ def _build(
         user_attributes=user_attributes,
         item_names=names,
         source=source,
+        user_ids=raw_users.astype(np.int64),  # the file's ids: what fedsim-explain accepts and prints
     )
 
 
