@@ -8,6 +8,7 @@ before anything runs. Ranges and cross-field rules are checked once, here, in :f
 from __future__ import annotations
 
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -333,9 +334,22 @@ FAIRNESS_MITIGATIONS = ("none", "exposure_regularizer", "rerank")
 ERASURE_POLICIES = ("none", "continue", "retrain")
 
 
+DATA_ENV = "FEDSIM_DATA"  # the folder that holds the MovieLens folders (ml-100k/, ml-1m/): CLI defaults and tests
+DEFAULT_DATA_ROOT = "../shared/data"  # without FEDSIM_DATA: relative to the working directory, as before
+
+
+def data_path(name: str) -> str:
+    """``$FEDSIM_DATA/<name>`` (else ``../shared/data/<name>``): the default ``dataset.path`` of a MovieLens option,
+    through the ``fedsim.data`` resolver of ``conf/dataset/*.yaml``, and where the tests look for the files."""
+    return os.path.join(os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT, name)
+
+
 def register_schemas() -> None:
-    """Register the root schema; ``conf/config.yaml`` lists it first, so every group file is checked against it."""
+    """Register the root schema; ``conf/config.yaml`` lists it first, so every group file is checked against it.
+    Also the ``fedsim.data`` resolver of the default dataset paths (:func:`data_path`)."""
     ConfigStore.instance().store(name="fedsim_schema", node=FedsimConfig)
+    if not OmegaConf.has_resolver("fedsim.data"):
+        OmegaConf.register_new_resolver("fedsim.data", data_path)
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
