@@ -35,8 +35,9 @@ def ceiling_note(cfg: FedsimConfig, n_trained: int) -> str:
         f"pooled data of the {n_trained} users who train in the federation, scored on the users it scores, next to "
         f"its ItemPop; {cfg.federation.rounds} pooled epochs in all (one per round, {c.optimizer} lr {c.lr:g}), "
         f"while each device runs client.epochs={c.epochs} epochs per round: below a federated run it is "
-        f"under-trained, not a limit — raise federation.rounds (e.g. to {cfg.federation.rounds * c.epochs}) or use "
-        "client.optimizer=adam client.lr=0.001 (experiments/ml100k_baselines)"
+        f"under-trained, not a limit — raise federation.rounds (e.g. to {cfg.federation.rounds * c.epochs})"
+        + ("" if c.optimizer == "adam" else " or use client.optimizer=adam client.lr=0.001")
+        + " (experiments/ml100k_baselines)"
     )
 
 
