@@ -64,7 +64,6 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     from fedsim.server.app import serve
-
     from fedsim.tracking.progress import format_summary
 
     cfg = config_of(context)

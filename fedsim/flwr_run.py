@@ -41,7 +41,7 @@ def local_superlinks(log_file: Path, proc: Path = PROC) -> list[int]:
         except OSError:  # ended meanwhile, or not ours to read
             continue
         named = any(Path(a).name == "flower-superlink" for a in argv[:2])
-        if named and any(a == "--log-file" and b == str(log_file) for a, b in zip(argv, argv[1:])):
+        if named and any(a == "--log-file" and b == str(log_file) for a, b in zip(argv, argv[1:], strict=False)):
             found.append(int(entry.name))
     return sorted(found)
 

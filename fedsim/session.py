@@ -352,7 +352,9 @@ class Session:
             picks[-1] = int(fallback[0])
         return [
             format_explanations(
-                rt.data.user_label(int(u)), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5)
+                rt.data.user_label(int(u)),
+                str(rt.roles[u]),
+                explain_user(rt, shared, embeddings.get(int(u)), int(u), 5),
             )
             for u in picks
         ]

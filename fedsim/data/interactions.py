@@ -79,7 +79,8 @@ class Interactions:
         if self.user_ids is None:
             return f"0..{self.n_users - 1}"
         low, high = int(self.user_ids.min()), int(self.user_ids.max())
-        return f"{low}..{high}" if high - low + 1 == len(self.user_ids) else f"{len(self.user_ids)} ids in {low}..{high}"
+        contiguous = high - low + 1 == len(self.user_ids)
+        return f"{low}..{high}" if contiguous else f"{len(self.user_ids)} ids in {low}..{high}"
 
     def item_name(self, item: int) -> str:
         return self.item_names[item] if self.item_names else f"item {item}"

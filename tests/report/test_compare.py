@@ -107,7 +107,7 @@ def test_compare_of_rerank_vs_no_mitigation_compares_exposure(tmp_path):
     # per user: the long-tail share of each user's list, paired; its mean is the catalogue's long-tail share
     rows_a, rows_b = _rows(plain), _rows(rerank)
     assert np.mean([float(r["long_tail_share"]) for r in rows_a]) == pytest.approx(a, abs=1e-5)
-    diffs = [float(rb["long_tail_share"]) - float(ra["long_tail_share"]) for ra, rb in zip(rows_a, rows_b)]
+    diffs = [float(rb["long_tail_share"]) - float(ra["long_tail_share"]) for ra, rb in zip(rows_a, rows_b, strict=True)]
     assert f"{np.mean(diffs):+.4f} [" in _table_row(text, "all", "everyone", "long_tail_share")
 
 
