@@ -25,6 +25,13 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
+def _write_rows(path, rows):
+    with (path / "per_user.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _table_row(text, grouping, group, metric):
     section = text.split(f"## {grouping}\n", 1)[1].split("\n## ", 1)[0]
     return next(line for line in section.splitlines() if line.startswith(f"| {group} |") and f"| {metric} |" in line)
@@ -54,10 +61,7 @@ def test_a_much_worse_run_is_flagged_for_the_group_that_lost(two_runs, tmp_path)
     for r in rows:  # every user of group A loses every hit; group B is unchanged
         if r["group"] == "A":
             r["test_hr"], r["test_ndcg"] = "0", "0"
-    with (worse / "per_user.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(worse, rows)
     assert main(["compare", str(a), str(worse), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "compare.md").read_text()
     assert "⚠ worse off" in _table_row(text, "group", "A", "test_hr")
@@ -119,10 +123,7 @@ def test_a_centralized_ceiling_below_the_federation_is_explained(two_runs, tmp_p
     rows = _rows(ceiling)
     for r in rows:  # make it sit below: every user of the ceiling misses
         r["test_hr"] = "0"
-    with (ceiling / "per_user.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(ceiling, rows)
     assert main(["compare", str(ceiling), str(federated), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "compare.md").read_text()
     assert "The centralized ceiling is below the federation here (test HR 0.0000 vs" in text
