@@ -340,6 +340,42 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
     return config
 
 
+SWEEP_ENV = "FEDSIM_SWEEP"  # "<jobs> <swept key> ...": set by main() for a --multirun, read by each job (any process)
+
+
+def sweep_plan(overrides: list[str]) -> tuple[int, list[str]] | None:
+    """How many jobs a ``--multirun`` of ``overrides`` launches and which keys it sweeps: the command line's sweeps
+    and the preset's ``hydra.sweeper.params`` (the command line wins on a shared key, as in Hydra's basic sweeper).
+    None when a sweep cannot be expanded here (``glob(...)``) — the jobs then say only their number."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    variants = _sweep_variants(overrides)
+    cfg = _compose_checked(variants[0] if variants else overrides)
+    params = dict(cfg.hydra.sweeper.get("params") or {}) if cfg is not None else {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+    sizes: dict[str, int] = {}
+    try:
+        for override in OverridesParser.create().parse_overrides(arguments):
+            key = override.get_key_element()
+            sizes.pop(key, None)  # a later value of the same key replaces the earlier one
+            if override.is_sweep_override():
+                sizes[key] = len(list(override.sweep_string_iterator()))
+    except Exception:  # a sweep this count cannot expand is left to Hydra
+        return None
+    total = 1
+    for size in sizes.values():
+        total *= size
+    return total, list(sizes)
+
+
+def job_line(number: int, task_overrides: Sequence[str], plan: str | None) -> str:
+    """``job 3 of 15: privacy.target_epsilon=4 seed=0``: where a sweep stands, said as each job starts."""
+    jobs, *keys = (plan or "").split()
+    swept = [o for o in task_overrides if o.split("=", 1)[0] in keys] if keys else list(task_overrides)
+    of = f" of {jobs}" if jobs else ""
+    return f"job {number + 1}{of}" + (f": {' '.join(swept)}" if swept else "")
+
+
 def _fail(error: Exception) -> NoReturn:
     print(f"fedsim: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -351,6 +387,8 @@ def run_job(cfg: DictConfig) -> float | None:
     if not cfg.get("verbose", False):
         logging.getLogger().setLevel(logging.WARNING)  # Hydra's job logging is INFO; keep the console clean
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a sweep: say which job this is (issue 20)
+        print(f"fedsim: {job_line(hydra_cfg.job.num, hydra_cfg.overrides.task, os.environ.get(SWEEP_ENV))}", flush=True)
     hydra_dir = _absolute(hydra_cfg.runtime.output_dir)
     run_dir = hydra_dir
     try:
@@ -431,6 +469,11 @@ def main() -> Any:
     """The ``fedsim`` command: :func:`preflight`, then Hydra (which parses ``sys.argv`` itself)."""
     try:
         preflight(sys.argv[1:])
+        flags = {a for a in sys.argv[1:] if a.startswith("-")}
+        if flags and flags <= {"-m", "--multirun"}:  # a sweep to run (not --cfg, --help, ...)
+            plan = sweep_plan([a for a in sys.argv[1:] if not a.startswith("-")])
+            if plan is not None:
+                os.environ[SWEEP_ENV] = " ".join([str(plan[0]), *plan[1]])  # inherited by joblib's worker processes
     except ConfigError as error:
         _discard_created()  # a folder an output_dir check made before a later check refused
         _fail(error)

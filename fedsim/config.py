@@ -10,6 +10,7 @@ mechanism) is refused the same way, so a setting is honoured or refused, never i
 from __future__ import annotations
 
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -171,7 +172,7 @@ class PoisonConfig:
 
     fraction: float = 0.0  # share of all users that are malicious devices (role "malicious", drawn from the seed)
     target: int | None = None  # item to promote; None: the coldest item with >= 1 training interaction (lowest id)
-    strategy: str = "fake_users"  # fake_users (data poisoning) | boost_target (model-update poisoning)
+    strategy: str = "boost_target"  # boost_target (model-update poisoning: the attack that works) | fake_users (data)
     filler_items: int = 10  # the most popular items a fake user also "likes" / whose centre boost_target aims at
     update_norm: float = 1.0  # boost_target: L2 norm of the crafted update (with skip_clip=false: just inside the clip)
     skip_clip: bool = True  # malicious devices skip the device-side clip, as a real attacker would (false: they clip)
@@ -560,8 +561,8 @@ READ_BY: dict[str, Condition] = {
     # DP-SGD trains on the records themselves (fedsim/training/dpsgd.py), not on the mitigated sample stream
     "attack.mitigation": every(FEDERATED, option("privacy.mechanism", "none", "central", "local", "on_device")),
     "attack.fake_ratio": option("attack.mitigation", "fake_items"),
-    "attack.membership": FEDERATED,
-    "attack.holdout_share": every(FEDERATED, option("attack.membership", True)),
+    "attack.membership": ALWAYS,  # its hold-out never trains, in either mode (the ceiling pools the federation's users)
+    "attack.holdout_share": option("attack.membership", True),
     "attack.fit_epochs": every(FEDERATED, option("attack.membership", True)),
     "attack.reid_sizes": ALWAYS,
     "attack.reid_sample": ALWAYS,
@@ -648,9 +649,22 @@ ERASURE_POLICIES = ("none", "continue", "retrain")
 SYNTHETIC_DATASETS = ("synthetic", "synthetic_v1")  # generated, not read: no dataset.path
 
 
+DATA_ENV = "FEDSIM_DATA"  # the folder that holds the MovieLens folders (ml-100k/, ml-1m/): CLI defaults and tests
+DEFAULT_DATA_ROOT = "../shared/data"  # without FEDSIM_DATA: relative to the working directory, as before
+
+
+def data_path(name: str) -> str:
+    """``$FEDSIM_DATA/<name>`` (else ``../shared/data/<name>``): the default ``dataset.path`` of a MovieLens option,
+    through the ``fedsim.data`` resolver of ``conf/dataset/*.yaml``, and where the tests look for the files."""
+    return os.path.join(os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT, name)
+
+
 def register_schemas() -> None:
-    """Register the root schema; ``conf/config.yaml`` lists it first, so every group file is checked against it."""
+    """Register the root schema; ``conf/config.yaml`` lists it first, so every group file is checked against it.
+    Also the ``fedsim.data`` resolver of the default dataset paths (:func:`data_path`)."""
     ConfigStore.instance().store(name="fedsim_schema", node=FedsimConfig)
+    if not OmegaConf.has_resolver("fedsim.data"):
+        OmegaConf.register_new_resolver("fedsim.data", data_path)
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:

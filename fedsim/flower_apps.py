@@ -64,6 +64,8 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     from fedsim.server.app import serve
+    from fedsim.tracking.progress import format_summary
 
     cfg = config_of(context)
-    serve(grid, cfg, cfg.output_dir or f"results/runs/{cfg.name}/flwr-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    summary = serve(grid, cfg, cfg.output_dir or f"results/runs/{cfg.name}/flwr-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    print(format_summary(summary), flush=True)  # the table `fedsim` prints; `flwr run --stream` shows it

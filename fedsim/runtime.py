@@ -25,6 +25,7 @@ from fedsim.data.lazy import LazySplit
 from fedsim.data.negatives import UserSamples, draw_user_samples
 from fedsim.data.roles import (
     CONTRIBUTION,
+    HOLDOUT,
     MALICIOUS,
     MEASUREMENT,
     OPTED_IN,
@@ -104,6 +105,16 @@ class Runtime:
         malicious devices (attack.poison), which take part like anyone else and train on crafted data."""
         benign = (self.roles == OPTED_IN) & self.contributes & (self.split.n_train() > 0)
         return np.flatnonzero(benign | (self.roles == MALICIOUS))
+
+    @property
+    def served(self) -> np.ndarray:
+        """The users a federated run scores: those with a held-out item, except the membership attack's hold-out, the
+        malicious devices, who declined being measured and who is outside the evaluation sample. ItemPop and the
+        centralized ceiling are scored on exactly these users, so the three numbers of every run compare."""
+        users = self.split.evaluated_users
+        roles = self.roles[users]
+        keep = (roles != HOLDOUT) & (roles != MALICIOUS) & self.measured[users] & self.in_evaluation_sample[users]
+        return users[keep]
 
     @property
     def population(self) -> int:

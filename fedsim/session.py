@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.callbacks import Callback, CallbackList
+from fedsim.centralized import ceiling_note
 from fedsim.checkpoint import (
     files_below,
     flatten_state,
@@ -160,10 +161,9 @@ class Session:
     def describe(self) -> dict[str, Any]:
         rt, cfg = self.rt, self.cfg
         k = cfg.evaluation.k
-        served, trained_by = rt.split.evaluated_users, None
-        if self.federated:  # the users the federation evaluates: all but the attack's hold-out and the unmeasured
-            served = served[(rt.roles[served] != HOLDOUT) & rt.measured[served] & rt.in_evaluation_sample[served]]
-            trained_by = rt.eligible  # ItemPop counts only the interactions of users who train
+        # the users the federation scores, and ItemPop counting only the interactions of users who train in it — in
+        # both modes, so the centralized ceiling's ItemPop is the federation's (issue 20)
+        served, trained_by = rt.served, rt.eligible
         n_eval = int(rt.split.evaluated.sum())
         return {
             "name": cfg.name,
@@ -269,6 +269,7 @@ class Session:
                 "audit": {"breaches": len(audit.breaches), "actions": audit.actions} if audit else None,
                 "warnings": self.utility.closing_warnings(),
                 **({"erasure": self.erasure.summary(outcome.get("rounds_completed", 0))} if self.erasure else {}),
+                **({} if self.federated else {"ceiling": ceiling_note(self.cfg, len(self.rt.eligible))}),
             }
         )
         # the guarantee in force at the end (an audit remediation may have raised the noise)
@@ -354,6 +355,10 @@ class Session:
         if len(fallback) and picks and all(rt.personalised[u] for u in picks):
             picks[-1] = int(fallback[0])
         return [
-            format_explanations(int(u), str(rt.roles[u]), explain_user(rt, shared, embeddings.get(int(u)), int(u), 5))
+            format_explanations(
+                rt.data.user_label(int(u)),
+                str(rt.roles[u]),
+                explain_user(rt, shared, embeddings.get(int(u)), int(u), 5),
+            )
             for u in picks
         ]

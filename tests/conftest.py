@@ -10,13 +10,15 @@ import torch
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsim.cli import compose
-from fedsim.config import DatasetConfig, FedsimConfig
+from fedsim.config import DatasetConfig, FedsimConfig, data_path
 
 # One intra-op thread: the runs here are tiny, and on a shared 2-core machine torch's thread pool spin-waits against
 # other processes (measured 30× slower under load). Ray workers set their own (OMP_NUM_THREADS per node).
 torch.set_num_threads(1)
 
-ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+# where fedsim's CLI looks by default: $FEDSIM_DATA/ml-100k, else ../shared/data/ml-100k (a relative path is read
+# from the repository root here, so pytest finds it from any folder)
+ML100K = Path(__file__).resolve().parents[1] / data_path("ml-100k")
 
 TINY = (
     "name=test",
@@ -61,7 +63,7 @@ def tiny_cfg() -> FedsimConfig:
 @pytest.fixture
 def ml100k_path() -> Path:
     if not (ML100K / "u.data").is_file():
-        pytest.skip(f"MovieLens-100K not found at {ML100K}")
+        pytest.skip(f"MovieLens-100K not found at {ML100K} (set FEDSIM_DATA to the folder that holds ml-100k/)")
     return ML100K
 
 

@@ -292,3 +292,20 @@ def test_a_refused_resume_leaves_no_folder(tmp_path, finished_run, overrides, ex
     _refused(_cli(*TINY, *args, f"output_dir={tmp_path / 'new' / 'deep' / 'out'}", cwd=tmp_path), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no new/, no results/
     assert _tree(finished_run) == before
+
+
+def test_a_sweep_says_which_job_of_how_many_is_running(tmp_path):
+    """Job progress on --multirun sweeps (issue 20): the preset's sweeper params count, the command line wins."""
+    from fedsim.cli import sweep_plan
+
+    assert sweep_plan(["+experiment=privacy_frontier"]) == (15, ["privacy.target_epsilon", "seed"])
+    assert sweep_plan(["+experiment=privacy_frontier", "seed=0"]) == (5, ["privacy.target_epsilon"])
+    result = _cli("-m", *TINY, "attack=off", "seed=0,1", "model.dim=4,8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("fedsim: job ")]
+    assert jobs == [
+        "fedsim: job 1 of 4: seed=0 model.dim=4",
+        "fedsim: job 2 of 4: seed=0 model.dim=8",
+        "fedsim: job 3 of 4: seed=1 model.dim=4",
+        "fedsim: job 4 of 4: seed=1 model.dim=8",
+    ]

@@ -5,7 +5,9 @@ user's input) — and a data file whose timestamps cannot order the split warns 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,22 @@ def test_a_file_whose_timestamps_are_all_equal_warns(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert any(said in warning for warning in summary["warnings"])
     assert said in (out / "report.md").read_text()
+
+
+def test_fedsim_data_sets_the_default_movielens_paths(tmp_path, monkeypatch):
+    """One data-path convention (issue 20): $FEDSIM_DATA holds ml-100k/ and ml-1m/; an explicit dataset.path wins."""
+    from fedsim.cli import compose
+
+    monkeypatch.delenv("FEDSIM_DATA", raising=False)
+    assert compose(["dataset=movielens_100k"]).dataset.path == "../shared/data/ml-100k"
+    monkeypatch.setenv("FEDSIM_DATA", str(tmp_path / "data"))
+    assert compose(["dataset=movielens_100k"]).dataset.path == str(tmp_path / "data" / "ml-100k")
+    assert compose(["dataset=movielens_1m"]).dataset.path == str(tmp_path / "data" / "ml-1m")
+    assert compose(["dataset=movielens_100k", "dataset.path=/x"]).dataset.path == "/x"
+    # the command reads it too: a folder without the files is one line naming the path and the variable
+    result = subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", "dataset=movielens_100k", "federation.backend=inprocess"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180, env={**os.environ, "FEDSIM_DATA": "elsewhere"},
+    )  # fmt: skip
+    line = _one_line(result, 2)
+    assert f"expected file {Path('elsewhere') / 'ml-100k' / 'u.data'}" in line and "FEDSIM_DATA" in line

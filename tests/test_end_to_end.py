@@ -39,27 +39,36 @@ def test_sharding_is_a_speed_knob_not_a_result_knob(tmp_path):
     assert a["final"]["test/hr@10"] == pytest.approx(b["final"]["test/hr@10"], abs=1e-9)
 
 
-def test_centralized_mode_and_itempop_baseline(tmp_path):
+def test_centralized_mode_and_itempop_baseline_are_the_federations(tmp_path):
+    """The ceiling pools the data of the users who train in the federation, is scored on the users it scores, and
+    prints the federation's ItemPop (issue 20: it used every user, and a different ItemPop)."""
     cfg = tiny_config()
     cfg.mode = "centralized"
     cfg.client.batch_size = 32
-    summary = run(cfg, tmp_path)
+    summary = run(cfg, tmp_path / "centralized")
     assert summary["final"]["test/hr@10"] > 0.3
-    # ItemPop by hand: rank each user's test item among its 49 fixed negatives by training popularity over all users
-    # (centralized: everyone trains), ties broken by the lower item id; a hit is fewer than 10 ranked above it
-    split = get_runtime(cfg).split
-    popularity = np.bincount(
-        np.concatenate([split.train_items_of(u) for u in range(split.n_users)]), minlength=split.n_items
-    )
+    federated = run(tiny_config(), tmp_path / "federated")
+    assert summary["baselines"]["ItemPop"] == federated["baselines"]["ItemPop"]
+    users = [np.loadtxt(tmp_path / r / "per_user.csv", delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
+             for r in ("centralized", "federated")]  # fmt: skip
+    np.testing.assert_array_equal(*users)
+    # ItemPop by hand: rank each served user's test item among its 49 fixed negatives by training popularity over
+    # the users who train (not the membership attack's hold-out), ties broken by the lower item id; a hit is fewer
+    # than 10 ranked above it
+    rt = get_runtime(cfg)
+    split, trains = rt.split, rt.roles != "holdout"
+    owner = np.repeat(np.arange(split.n_users), np.diff(split.train_indptr))
+    popularity = np.bincount(split.train_items[trains[owner]], minlength=split.n_items)
     hits = []
-    for user in np.flatnonzero(split.evaluated):
+    for user in np.flatnonzero((split.test_item >= 0) & trains):
         target, negatives = split.test_item[user], split.eval_negatives[user]
         above = (popularity[negatives] > popularity[target]) | (
             (popularity[negatives] == popularity[target]) & (negatives < target)
         )
         hits.append(above.sum() < 10)
-    assert len(hits) == 40 and 0 < np.mean(hits) < 1  # neither trivial outcome
+    assert len(hits) == len(users[0]) == 36 and 0 < np.mean(hits) < 1  # 40 users, 4 held out
     assert summary["baselines"]["ItemPop"]["test/hr@10"] == pytest.approx(np.mean(hits), abs=1e-9)
+    assert "users who train in the federation" in summary["ceiling"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ LAYERS = [
     {"session", "resume"},
     {"client", "server"},
     {"run", "cli"},
-    {"flower_apps"},
+    {"flower_apps", "flwr_run"},
 ]
 
 

@@ -20,10 +20,10 @@ from fedsim.run import run
 
 ATTACKS = {
     "none": ["attack.poison.fraction=0"],
-    "fake_users": [],
+    "fake_users": ["attack.poison.strategy=fake_users"],
     "boost_target": ["attack.poison.strategy=boost_target"],
     # attackers that run the device clip (attack.poison.skip_clip=false): only where a clip exists (central DP)
-    "fake_users (clips)": ["attack.poison.skip_clip=false"],
+    "fake_users (clips)": ["attack.poison.strategy=fake_users", "attack.poison.skip_clip=false"],
     "boost_target (clips)": ["attack.poison.strategy=boost_target", "attack.poison.skip_clip=false"],
 }
 CLIPPED = ("fake_users (clips)", "boost_target (clips)")

@@ -34,6 +34,9 @@ class Interactions:
         Human-readable item titles for explanations (``str(i)`` when the dataset has none).
     source : str
         Where the data came from, for the report (``synthetic(seed=0)``, ``ml-100k at /path``).
+    user_ids : np.ndarray | None
+        The dataset's own id of each dense user (MovieLens: the file's 1-based ids), which is what a user types and
+        reads (``fedsim-explain user=13`` is MovieLens user 13); None: the dense id is the dataset's id.
     """
 
     user: np.ndarray
@@ -44,6 +47,7 @@ class Interactions:
     user_attributes: dict[str, np.ndarray] = field(default_factory=dict)
     item_names: list[str] = field(default_factory=list)
     source: str = ""
+    user_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.user) == len(self.item) == len(self.timestamp)):
@@ -58,6 +62,25 @@ class Interactions:
 
     def interactions_per_user(self) -> np.ndarray:
         return np.bincount(self.user, minlength=self.n_users)
+
+    def user_label(self, user: int) -> int:
+        """The id a person reads for dense user ``user`` (the file's id for MovieLens)."""
+        return int(self.user_ids[user]) if self.user_ids is not None else int(user)
+
+    def user_index(self, label: int) -> int | None:
+        """The dense user whose dataset id is ``label``, or None when no user has it."""
+        if self.user_ids is None:
+            return int(label) if 0 <= label < self.n_users else None
+        found = np.flatnonzero(self.user_ids == label)
+        return int(found[0]) if len(found) else None
+
+    def user_id_range(self) -> str:
+        """The ids a person may type, for an error message (``1..943``)."""
+        if self.user_ids is None:
+            return f"0..{self.n_users - 1}"
+        low, high = int(self.user_ids.min()), int(self.user_ids.max())
+        contiguous = high - low + 1 == len(self.user_ids)
+        return f"{low}..{high}" if contiguous else f"{len(self.user_ids)} ids in {low}..{high}"
 
     def item_name(self, item: int) -> str:
         return self.item_names[item] if self.item_names else f"item {item}"

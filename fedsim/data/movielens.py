@@ -69,8 +69,8 @@ def _require(directory: Path, name: str, dataset: str) -> Path:
     path = directory / name
     if not path.is_file():
         raise DatasetError(
-            f"{dataset}: expected file {path} (set dataset.path to the unzipped {dataset} folder; "
-            f"download it from {GROUPLENS_URL})"
+            f"{dataset}: expected file {path} (set dataset.path to the unzipped {dataset} folder, or FEDSIM_DATA to "
+            f"the folder that holds it; download it from {GROUPLENS_URL})"
         )
     return path
 
@@ -286,6 +286,7 @@ def _build(
         user_attributes=user_attributes,
         item_names=names,
         source=source,
+        user_ids=raw_users.astype(np.int64),  # the file's ids: what fedsim-explain accepts and prints
     )
 
 

@@ -70,9 +70,7 @@ class Split:
         return np.bincount(flat, minlength=self.n_items)
 
 
-def leave_one_out(
-    data: Interactions, n_negatives: int = 99, seed: int = 0, negatives_per_user: bool = False
-) -> Split:
+def leave_one_out(data: Interactions, n_negatives: int = 99, seed: int = 0, negatives_per_user: bool = False) -> Split:
     """Split ``data`` by time and draw the fixed evaluation negatives (see the module docstring).
 
     ``negatives_per_user``: each user's negatives come from its own stream (:func:`user_negatives`), so a user's

@@ -1,5 +1,6 @@
 """``fedsim-explain <run dir> user=<id> [k=10]``: the top-K recommendations of one user of a finished run, each
-with the reason it was recommended."""
+with the reason it was recommended. ``<id>`` is the dataset's own user id: for MovieLens the file's (1-based) id,
+for the synthetic data the 0-based index."""
 
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = from_dict(json.loads(summary_path.read_text())["config"])
         rt = get_runtime(cfg)
-        if not 0 <= user < rt.data.n_users:
-            raise ValueError(f"user={user} is out of range; this run has users 0..{rt.data.n_users - 1}")
+        index = rt.data.user_index(user)  # MovieLens: the file's id (1-based), as the person reads it
+        if index is None:
+            raise ValueError(f"user={user} is not a user of this run; its users are {rt.data.user_id_range()}")
         shared = load_npz(model_path)
-        embedding = load_device_embeddings(run_dir).get(user)
-        print(format_explanations(user, str(rt.roles[user]), explain_user(rt, shared, embedding, user, k)))
+        embedding = load_device_embeddings(run_dir).get(index)
+        print(format_explanations(user, str(rt.roles[index]), explain_user(rt, shared, embedding, index, k)))
     except ValueError as error:
         print(f"fedsim-explain: error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from fedsim.data.roles import HOLDOUT, MALICIOUS, OPTED_IN, OPTED_OUT, PURPOSES,
 from fedsim.ethics.exposure import exposure_metrics
 from fedsim.ethics.fairness import GroupStats, activity_groups, bootstrap_ci, fairness_report
 from fedsim.metrics.evaluate import PER_USER_METRICS, UserMetrics
+from fedsim.mitigation.popularity import short_head
 from fedsim.runtime import Runtime
 
 
@@ -118,7 +119,9 @@ class EthicsMonitor(Callback):
                 scalars[f"{split}/hr@{k}_ci_low"], scalars[f"{split}/hr@{k}_ci_high"] = low, high
         report.metrics.update(scalars)
         self.latest_tables = tables
-        extra = {}
+        # each user's own long-tail share of the top-K shown (its mean is items/long_tail_share): what a mitigation
+        # such as rerank changes, per user, so that fedsim-report compare can pair it
+        extra = {"long_tail_share": np.mean(~short_head(self.popularity)[evaluation.top_k], axis=1)}
         if "shared-users" in report.device_extras:  # personalization lift: the shared model's hit of the same user
             shared_users, shared_hr = report.device_extras["shared-users"], report.device_extras["shared-test-hr"]
             hit = dict(zip(shared_users.tolist(), shared_hr.tolist(), strict=True))

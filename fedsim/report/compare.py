@@ -8,8 +8,13 @@ per user d = B − A, per group the mean of d with a percentile bootstrap 95% CI
 ``min_group_size`` users, since a bootstrap over a handful of users says little.
 
 Groupings are every column of ``per_user.csv`` between ``n_train`` and the metrics (role, the dataset's attributes,
-activity groups), plus everyone. ``per_user.csv`` has no per-user exposure column, so exposure is not compared here
-(report.md has the item-exposure figures of each run).
+activity groups), plus everyone.
+
+Exposure is compared too — it is what a fairness mitigation such as ``mitigation=rerank`` exists to change, and a
+comparison of HR alone would show only its price: per user, the long-tail share of the top-K the user was shown
+(``long_tail_share`` in ``per_user.csv``), paired like the metrics (a change there is not flagged "worse off": it
+is the items', not the user's, outcome); and for the catalogue, the final coverage, Gini of exposure, average
+recommended popularity and long-tail share of each run (``items/*`` in ``summary.json``) side by side.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from fedsim.report.collect import ReportError
 from fedsim.report.formatting import fmt
 
 METRICS = ("test_hr", "test_ndcg")
-EXPOSURE_COLUMNS = ("exposure", "test_exposure")  # compared when a run's per_user.csv has one
+EXPOSURE_COLUMNS = ("long_tail_share",)  # per user, compared when both runs' per_user.csv have it
+# catalogue-level exposure (fedsim/ethics/exposure.py) at the final round; the arrow says which way is less biased
+CATALOGUE = {
+    "items/coverage": "catalogue coverage (↑)",
+    "items/gini": "Gini of exposure (↓)",
+    "items/arp": "average recommended popularity (↓)",
+    "items/long_tail_share": "long-tail share of the lists (↑)",
+}
 MUST_MATCH = ("dataset", "seed", "evaluation")  # same data, same split, same sampled negatives: a paired comparison
 MIN_GROUP_SIZE = 10
 
@@ -41,6 +53,8 @@ class PerUser:
     groupings: dict[str, np.ndarray]
     metrics: dict[str, np.ndarray]
     config: dict[str, Any]
+    final: dict[str, Any]
+    ceiling: str = ""  # summary.json["ceiling"] of a centralized run: what it is, why it can sit below a federation
 
 
 @dataclass
@@ -76,12 +90,15 @@ def read_run(run_dir: str | Path) -> PerUser:
     first_metric = min(i for i, c in enumerate(columns) if c.startswith(("val_", "test_")))
     grouping_columns = ["role", *columns[columns.index("n_train") + 1 : first_metric]]
     metric_columns = [*METRICS, *(c for c in EXPOSURE_COLUMNS if c in columns)]
+    recorded = json.loads(summary.read_text())
     return PerUser(
         folder,
         np.array([int(r["user"]) for r in rows], dtype=np.int64),
         {g: np.array([r[g] for r in rows], dtype=str) for g in dict.fromkeys(grouping_columns) if g in columns},
         {m: np.array([float(r[m]) for r in rows]) for m in metric_columns},
-        json.loads(summary.read_text()).get("config", {}),
+        recorded.get("config", {}),
+        recorded.get("final", {}),
+        recorded.get("ceiling", ""),
     )
 
 
@@ -125,7 +142,7 @@ def compare(a: PerUser, b: PerUser, seed: int = 0, min_group_size: int = MIN_GRO
                         float(d.mean()),
                         low,
                         high,
-                        bool(high < 0 and mask.sum() >= min_group_size),
+                        bool(high < 0 and mask.sum() >= min_group_size and metric in METRICS),
                     )
                 )
     return out
@@ -153,8 +170,16 @@ def markdown(a: PerUser, b: PerUser, rows: list[Difference], min_group_size: int
     else:
         lines.append("No group is significantly worse off in B.")
     lines.append("")
-    if not any(c in a.metrics for c in EXPOSURE_COLUMNS):
-        lines += ["per_user.csv has no per-user exposure column: exposure is not compared.", ""]
+    lines += ceiling_below(a, b)
+    lines += catalogue_exposure(a, b)
+    if any(c in a.metrics and c in b.metrics for c in EXPOSURE_COLUMNS):
+        lines += [
+            "Per user, `long_tail_share` below is the share of the user's own top-K outside the 20% most popular "
+            "items (its mean is the long-tail share above); a change there is reported, not flagged.",
+            "",
+        ]
+    else:
+        lines += ["A per_user.csv has no per-user exposure column (older run): per-user exposure is not compared.", ""]
     for grouping in dict.fromkeys(r.grouping for r in rows):
         lines += [
             f"## {grouping}",
@@ -170,6 +195,33 @@ def markdown(a: PerUser, b: PerUser, rows: list[Difference], min_group_size: int
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def ceiling_below(a: PerUser, b: PerUser) -> list[str]:
+    """When one run is the centralized ceiling and it scores below the federated one, why (its own note)."""
+    runs = {run.config.get("mode"): run for run in (a, b)}
+    ceiling, federated = runs.get("centralized"), runs.get("federated")
+    if ceiling is None or federated is None:
+        return []
+    hr_c, hr_f = float(ceiling.metrics["test_hr"].mean()), float(federated.metrics["test_hr"].mean())
+    if hr_c >= hr_f:
+        return []
+    why = ceiling.ceiling or "one pooled epoch per round against the devices' client.epochs per round"
+    return [f"The centralized ceiling is below the federation here (test HR {hr_c:.4f} vs {hr_f:.4f}): {why}.", ""]
+
+
+def catalogue_exposure(a: PerUser, b: PerUser) -> list[str]:
+    """The item-exposure table of both runs' final round (what a fairness mitigation changes), or nothing when
+    neither recorded it."""
+    shown = [tag for tag in CATALOGUE if tag in a.final or tag in b.final]
+    if not shown:
+        return []
+    lines = ["## item exposure (catalogue, final round)", "", "| measure | A | B | B − A |", "|---|---|---|---|"]
+    for tag in shown:
+        va, vb = a.final.get(tag), b.final.get(tag)
+        both = isinstance(va, (int, float)) and isinstance(vb, (int, float))
+        lines.append(f"| {CATALOGUE[tag]} | {fmt(va)} | {fmt(vb)} | {f'{vb - va:+.4f}' if both else '–'} |")
+    return [*lines, ""]
 
 
 def compare_runs(

@@ -154,6 +154,22 @@ def _integrity_section(security: dict[str, Any] | None, final: dict[str, float],
     return lines + [""]
 
 
+def reidentification_line(audit: dict[str, float]) -> str:
+    """One entry per probe size s, with its 95% Wilson interval: ``s=2: 0.037 [0.024, 0.057]``. (The audit's keys
+    also hold the interval's bounds, ``risk/reid_unique_at_2_ci_low``: they belong to s=2, not to an s named low.)"""
+    prefix = "risk/reid_unique_at_"
+    sizes = [key[len(prefix) :] for key in audit if key.startswith(prefix) and key[len(prefix) :].isdigit()]
+    entries = [
+        f"s={s}: {_f(audit[prefix + s], 3)} [{_f(audit.get(f'{prefix}{s}_ci_low'), 3)}, "
+        f"{_f(audit.get(f'{prefix}{s}_ci_high'), 3)}]"
+        for s in sizes
+    ]
+    return (
+        "- Re-identification risk of the training data (share of users unique on s random interactions of theirs, "
+        "95% Wilson interval): " + (", ".join(entries) or "not measured") + "."
+    )
+
+
 def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, explanations: list[str]) -> str:
     final, best = summary.get("final", {}), summary.get("best", {})
     data, threat, cfg = summary.get("data", {}), summary.get("threat_model", {}), summary.get("config", {})
@@ -181,8 +197,7 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
         "item parameters (and, for this simulation's measurements, per-user evaluation metrics and top-10 "
         "lists).",
         f"- Roles: {summary.get('roles', {})}.",
-        "- Re-identification risk of the training data (share of users unique on s random interactions): "
-        + ", ".join(f"s={key.rsplit('_', 1)[-1]}: {_f(v, 3)}" for key, v in summary.get("data_audit", {}).items()),
+        reidentification_line(summary.get("data_audit", {})),
         "",
     ]
     lines += ["## Privacy guarantee", ""]
@@ -203,6 +218,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             f"| {label} | {_f(values.get(f'test/hr@{k}'))} | {_f(values.get(f'test/ndcg@{k}'))} | "
             f"{_f(values.get(f'test/recall@{k}_full'))} |"
         )
+    if summary.get("ceiling"):  # mode=centralized: what the ceiling is, and why it can sit below a federation
+        lines += ["", f"Centralized ceiling: {summary['ceiling']}."]
     if "consent/personalization_lift_hr" in final:
         lines += [
             "",

@@ -55,9 +55,37 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"protocol: {summary.get('protocol', {}).get('short', '')}")
     if summary.get("threat_model"):
         lines.append(f"privacy: {summary['threat_model'].get('short', summary['threat_model'].get('guarantee'))}")
+    lines += poisoning_lines(summary)
+    if summary.get("ceiling"):
+        lines.append(f"centralized ceiling: {summary['ceiling']}")
     for warning in summary.get("warnings") or []:
         lines.append(f"warning: {warning}")
     if summary.get("stop_reason"):
         lines.append(f"stopped early: {summary.get('stop_detail') or summary['stop_reason']}")
     lines.append(f"outputs: {summary.get('run_dir', '')}")
     return "\n".join(lines)
+
+
+def poisoning_lines(summary: dict[str, Any]) -> list[str]:
+    """What a poisoning run is about, on the console: how far the attacker's target got into benign users' top-K
+    (``risk/target_exposure@K`` at the final round) — the number a benign HR@K never reveals. The floor is one user
+    of the population (1/N): the smallest non-zero exposure, and the reference experiments/security divides by."""
+    poison = (summary.get("security") or {}).get("poisoning")
+    k, final = summary.get("evaluation_k", 10), summary.get("final", {})
+    exposure = final.get(f"risk/target_exposure@{k}")
+    if not poison or not isinstance(exposure, (int, float)):
+        return []
+    n_users = int(summary.get("data", {}).get("users") or 0)
+    who = (
+        f"{poison['malicious_devices']} malicious devices ({poison['strategy']})"
+        if poison["malicious_devices"]
+        else "no malicious device (the no-attack reference)"
+    )
+    floor = f" = {exposure * n_users:.0f}× the one-user floor 1/{n_users}" if n_users else ""
+    rank = final.get("risk/target_rank_median")
+    return [
+        f"attack: {who}, target item {poison['target_item']} (popularity rank {poison['target_popularity_rank']}): "
+        f"in the top-{k} of {exposure:.1%} of benign users (target exposure@{k} {exposure:.3f}{floor}"
+        + (f"; median rank {rank:.0f}" if isinstance(rank, (int, float)) else "")
+        + ")"
+    ]

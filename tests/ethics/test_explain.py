@@ -3,7 +3,7 @@ import pytest
 from conftest import tiny_config
 
 from fedsim.data.roles import OPTED_IN, OPTED_OUT
-from fedsim.ethics.explain import explain_user, load_device_embeddings
+from fedsim.ethics.explain import explain_user, format_explanations, load_device_embeddings
 from fedsim.ethics.explain_cli import main
 from fedsim.run import run
 from fedsim.runtime import get_runtime
@@ -47,7 +47,7 @@ def test_explanations_come_from_the_users_own_history_or_say_fallback(tmp_path, 
     assert main([str(tmp_path), f"user={user}", "k=3"]) == 0
     assert f"user {user} (opted_in): personalised" in capsys.readouterr().out
     assert main([str(tmp_path), "user=100000"]) == 2
-    assert "out of range" in capsys.readouterr().err
+    assert "is not a user of this run; its users are 0..39" in capsys.readouterr().err
     assert main([str(tmp_path / "nope"), "user=1"]) == 2
 
 
@@ -57,3 +57,38 @@ def test_a_centralized_run_is_explained_as_personalised(tmp_path, capsys):
     assert main([str(tmp_path), "user=3", "k=3"]) == 0
     out = capsys.readouterr().out
     assert "user 3" in out and "personalised" in out and "fallback" not in out
+
+
+def _write_small_ml100k(folder):
+    """A MovieLens-100K layout (1-based file ids) with 30 users × 12 interactions over 80 items."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    rows = [
+        f"{user}\t{item}\t4\t{880000000 + 10 * user + t}"
+        for user in range(1, 31)
+        for t, item in enumerate(rng.choice(np.arange(1, 81), size=12, replace=False).tolist())
+    ]
+    (folder / "u.data").write_text("\n".join(rows) + "\n")
+    (folder / "u.user").write_text("".join(f"{u}|{20 + u}|{'MF'[u % 2]}|writer|00000\n" for u in range(1, 31)))
+
+
+def test_movielens_users_are_named_by_the_files_ids(tmp_path, capsys):
+    """fedsim-explain user=5 on MovieLens is the file's user 5 (it was the file's user 6: the 0-based index)."""
+    _write_small_ml100k(tmp_path / "ml")
+    cfg = tiny_config("dataset=movielens_100k", f"dataset.path={tmp_path / 'ml'}", "attack=off")
+    run(cfg, tmp_path / "run")
+    rt = get_runtime(cfg)
+    assert rt.data.user_label(4) == 5 and rt.data.user_index(5) == 4
+    shared = dict(np.load(tmp_path / "run" / "model.npz"))
+    embeddings = load_device_embeddings(tmp_path / "run")
+    expected = format_explanations(5, str(rt.roles[4]), explain_user(rt, shared, embeddings.get(4), 4, 3))
+    capsys.readouterr()
+    assert main([str(tmp_path / "run"), "user=5", "k=3"]) == 0
+    assert capsys.readouterr().out.strip() == expected.strip() and expected.startswith("user 5 (")
+    for missing in ("0", "31"):
+        assert main([str(tmp_path / "run"), f"user={missing}"]) == 2
+        assert f"user={missing} is not a user of this run; its users are 1..30" in capsys.readouterr().err
+    # report.md's examples name users the same way
+    report = (tmp_path / "run" / "report.md").read_text()
+    named = [int(line.split()[1]) for line in report.splitlines() if line.startswith("user ")]
+    assert named and all(1 <= user <= 30 for user in named)
