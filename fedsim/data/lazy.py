@@ -243,7 +243,7 @@ class LazyInteractions(Interactions):
             population.traits().attributes(),
             population.item_names,
             population.source,
-            population,
+            population=population,
         )
 
     def __post_init__(self) -> None:  # attributes have N values by construction; there are no event arrays to check
