@@ -47,6 +47,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from fedsim import runlock
 from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
+from fedsim.tracking.naming import named_explicitly, run_name
 
 register_schemas()
 
@@ -340,6 +341,25 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
     return config
 
 
+def with_run_name(arguments: list[str], config: FedsimConfig | None) -> list[str]:
+    """``arguments`` plus ``name=<what the run is>`` (:func:`fedsim.tracking.naming.run_name`) unless they name the
+    run themselves: Hydra then makes ``results/runs/<that name>/<timestamp>`` and the run carries it everywhere
+    (summary.json, report.md, TensorBoard). A ``--multirun``'s name is its sweep's, from its first job's preset."""
+    overrides = [argument for argument in arguments if not argument.startswith("-")]
+    if named_explicitly(overrides):
+        return arguments
+    if config is None:
+        if not any(argument in ("-m", "--multirun") for argument in arguments):
+            return arguments  # --cfg, --help, ...: Hydra's own flags run as they are
+        cfg = _compose_checked((_sweep_variants(overrides) or [overrides])[0])
+        if cfg is None:
+            return arguments
+        base = str(cfg.get("name", "demo"))
+    else:
+        base = config.name
+    return [*arguments, f"name='{run_name(base, overrides)}'"]  # quoted: a name holds = and ,
+
+
 def _fail(error: Exception) -> NoReturn:
     print(f"fedsim: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -430,7 +450,7 @@ def _stopped_at_once(cause: str, signum: int, run_dir: Path, hydra_dir: Path, jo
 def main() -> Any:
     """The ``fedsim`` command: :func:`preflight`, then Hydra (which parses ``sys.argv`` itself)."""
     try:
-        preflight(sys.argv[1:])
+        sys.argv[1:] = with_run_name(sys.argv[1:], preflight(sys.argv[1:]))
     except ConfigError as error:
         _discard_created()  # a folder an output_dir check made before a later check refused
         _fail(error)
