@@ -42,9 +42,9 @@ def layout(k: int) -> dict[str, dict[str, list[Any]]]:
         "1. the answer": {
             f"HR@{k}: test and validation vs ItemPop": [
                 "Multiline",
-                [rf"^(test|val)/hr@{k}$", rf"^baseline/itempop_(test|val)_hr@{k}$"],
+                [rf"^(test|val)/hr@{k}$", rf"^(test|val)/itempop_hr@{k}$"],
             ],
-            f"NDCG@{k}: test vs ItemPop": ["Multiline", [rf"^test/ndcg@{k}$", rf"^baseline/itempop_test_ndcg@{k}$"]],
+            f"NDCG@{k}: test vs ItemPop": ["Multiline", [rf"^test/ndcg@{k}$", rf"^test/itempop_ndcg@{k}$"]],
         },
         "2. privacy": {
             "ε spent (privacy/epsilon)": ["Multiline", [r"^privacy/epsilon$"]],
@@ -101,9 +101,10 @@ class TensorBoardCallback(Callback):
             if isinstance(value, (int, float)) and not tag.startswith("audit/"):  # audit: as text, below
                 self.writer.add_scalar(tag, value, step)
                 self.written.add(tag)
-        for tag, value in self.baseline.items():  # ItemPop as a flat line beside the model's curve
-            if tag in report.metrics and tag.endswith((f"hr@{self.k}", f"ndcg@{self.k}")):
-                self.writer.add_scalar(f"baseline/itempop_{tag.replace('/', '_')}", value, step)
+        for tag, value in self.baseline.items():  # ItemPop as a flat line beside the model's curve (same group)
+            if tag in report.metrics and tag.endswith((f"/hr@{self.k}", f"/ndcg@{self.k}")):
+                split, metric = tag.split("/", 1)
+                self.writer.add_scalar(f"{split}/itempop_{metric}", value, step)
         self._audit_text(step)
         self.writer.flush()
         return None

@@ -20,7 +20,7 @@ def test_the_event_file_opens_on_the_answer(tmp_path):
     events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert "test/hr@10" in scalars and "baseline/itempop_test_hr@10" in scalars  # ItemPop drawn beside the model
+    assert "test/hr@10" in scalars and "test/itempop_hr@10" in scalars  # ItemPop drawn beside the model
     assert not [t for t in scalars if t.startswith(("final/", "best/", "audit/"))]
 
     layout = layout_pb2.Layout()
