@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY
 
 from fedsim.cli import preflight, with_run_name
 from fedsim.tracking.naming import MAX_LENGTH, run_name
-from conftest import TINY
 
 
 def _name(*arguments: str) -> str:
