@@ -344,20 +344,13 @@ def preflight(arguments: Sequence[str]) -> FedsimConfig | None:
 def with_run_name(arguments: list[str], config: FedsimConfig | None) -> list[str]:
     """``arguments`` plus ``name=<what the run is>`` (:func:`fedsim.tracking.naming.run_name`) unless they name the
     run themselves: Hydra then makes ``results/runs/<that name>/<timestamp>`` and the run carries it everywhere
-    (summary.json, report.md, TensorBoard). A ``--multirun``'s name is its sweep's, from its first job's preset."""
+    (summary.json, report.md, TensorBoard). A ``--multirun`` keeps its preset's name for the sweep folder
+    (``results/sweeps/<preset>/...``, as the experiment READMEs say) and :func:`run_job` names each job by its own
+    overrides."""
     overrides = [argument for argument in arguments if not argument.startswith("-")]
-    if named_explicitly(overrides):
+    if config is None or named_explicitly(overrides):  # a sweep, --cfg, --help, ...: as they are
         return arguments
-    if config is None:
-        if not any(argument in ("-m", "--multirun") for argument in arguments):
-            return arguments  # --cfg, --help, ...: Hydra's own flags run as they are
-        cfg = _compose_checked((_sweep_variants(overrides) or [overrides])[0])
-        if cfg is None:
-            return arguments
-        base = str(cfg.get("name", "demo"))
-    else:
-        base = config.name
-    return [*arguments, f"name='{run_name(base, overrides)}'"]  # quoted: a name holds = and ,
+    return [*arguments, f"name='{run_name(config.name, overrides)}'"]  # quoted: a name holds = and ,
 
 
 def _fail(error: Exception) -> NoReturn:
@@ -375,6 +368,8 @@ def run_job(cfg: DictConfig) -> float | None:
     run_dir = hydra_dir
     try:
         config = to_schema(cfg, hydra_cfg.overrides.task)
+        if hydra_cfg.mode == RunMode.MULTIRUN and not named_explicitly(hydra_cfg.overrides.task):
+            config.name = run_name(config.name, hydra_cfg.overrides.task)  # a sweep's job: by its own values
         refusal = next((_refusals[p] for p in (hydra_dir, *hydra_dir.parents) if p in _refusals), None)
         if refusal is not None:
             raise ConfigError(refusal)
