@@ -19,6 +19,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 
+from fedsim.config import FedsimConfig
+
 # one-to-one abbreviations of frequent keys (the key's full path is used for every other key)
 SHORT = {
     "privacy.target_epsilon": "eps",
@@ -69,7 +71,7 @@ def _token(key: str, value: str | None) -> str:
 def run_name(base: str, overrides: Iterable[str]) -> str:
     """The name of a run whose preset (or ``conf/config.yaml``) calls it ``base``, given the command line's
     ``overrides``: ``base`` alone without overrides, else the overrides' tokens (after ``base`` when a preset set
-    it, i.e. ``base`` is not the plain ``demo``)."""
+    it, i.e. ``base`` is not the schema's default name ``demo``)."""
     overrides = [o for o in overrides if o.strip()]
     if named_explicitly(overrides):
         return base
@@ -83,7 +85,7 @@ def run_name(base: str, overrides: Iterable[str]) -> str:
     tokens = [_token(k, v) for k, v in last.items()]
     if not tokens:
         return base
-    if base != "demo":
+    if base != FedsimConfig.name:
         tokens.insert(0, base)
     name = SAFE.sub("_", ",".join(tokens))
     lossy = any("," in (v or "") or "+" in (v or "") for v in last.values()) or SAFE.search(",".join(last.keys()))
