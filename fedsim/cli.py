@@ -345,8 +345,8 @@ def with_run_name(arguments: list[str], config: FedsimConfig | None) -> list[str
     """``arguments`` plus ``name=<what the run is>`` (:func:`fedsim.tracking.naming.run_name`) unless they name the
     run themselves: Hydra then makes ``results/runs/<that name>/<timestamp>`` and the run carries it everywhere
     (summary.json, report.md, TensorBoard). A ``--multirun`` keeps its preset's name for the sweep folder
-    (``results/sweeps/<preset>/...``, as the experiment READMEs say) and :func:`run_job` names each job by its own
-    overrides."""
+    (``results/sweeps/<preset>/<time>/<job>``, as the experiment READMEs say) and for its jobs, which fedsim-report
+    groups by name across seeds; the HParams table tells the jobs apart."""
     overrides = [argument for argument in arguments if not argument.startswith("-")]
     if config is None or named_explicitly(overrides):  # a sweep, --cfg, --help, ...: as they are
         return arguments
@@ -368,8 +368,6 @@ def run_job(cfg: DictConfig) -> float | None:
     run_dir = hydra_dir
     try:
         config = to_schema(cfg, hydra_cfg.overrides.task)
-        if hydra_cfg.mode == RunMode.MULTIRUN and not named_explicitly(hydra_cfg.overrides.task):
-            config.name = run_name(config.name, hydra_cfg.overrides.task)  # a sweep's job: by its own values
         refusal = next((_refusals[p] for p in (hydra_dir, *hydra_dir.parents) if p in _refusals), None)
         if refusal is not None:
             raise ConfigError(refusal)

@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import yaml
 from conftest import TINY
 
 from fedsim.cli import preflight, with_run_name
@@ -56,27 +55,6 @@ def test_different_overrides_never_share_a_name_and_names_are_filesystem_safe():
     assert names == [run_name("demo", list(o)) for o in OVERRIDE_SETS]  # deterministic
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9._=,+-]+", name) and len(name) <= MAX_LENGTH, name
-
-
-def test_a_sweep_keeps_its_preset_folder_and_names_each_job(tmp_path):
-    """``fedsim -m``: the sweep folder keeps the preset's name (results/sweeps/<preset>/, as documented); each job is
-    named by its own values (on main: every job was "demo")."""
-    overrides = [o for o in TINY if not o.startswith("name=")] + ["federation.rounds=1", "seed=3,4"]
-    done = subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", "-m", *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (sweep,) = (tmp_path / "results" / "sweeps" / "demo").iterdir()
-    jobs = sorted(sweep.glob("[0-9]*"))
-    names = [json.loads((job / "summary.json").read_text())["name"] for job in jobs]
-    assert len(names) == 2 and names[0] != names[1] and "demo" not in names
-    for job, name in zip(jobs, names, strict=True):  # the job's own overrides, as Hydra recorded them
-        assert name == run_name("demo", yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
 
 
 def test_the_cli_writes_the_run_into_a_folder_with_its_name(tmp_path):
