@@ -74,3 +74,11 @@ def test_the_cli_writes_the_run_into_a_folder_with_its_name(tmp_path):
     assert expected != "demo" and "progress" not in expected
     (run_dir,) = (tmp_path / "results" / "runs" / expected).iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["name"] == expected
+
+
+def test_runs_named_by_their_seed_are_still_replicates_of_one_setting():
+    """``fedsim seed=0`` and ``fedsim seed=1`` now have different names; fedsim-report must still pool them."""
+    from fedsim.report.sweep import _varying
+
+    configs = [{"name": run_name("demo", [f"seed={s}"]), "seed": s, "model.dim": 16} for s in (0, 1)]
+    assert configs[0]["name"] != configs[1]["name"] and _varying(configs) == []
