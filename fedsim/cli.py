@@ -345,8 +345,8 @@ def with_run_name(arguments: list[str], config: FedsimConfig | None) -> list[str
     """``arguments`` plus ``name=<what the run is>`` (:func:`fedsim.tracking.naming.run_name`) unless they name the
     run themselves: Hydra then makes ``results/runs/<that name>/<timestamp>`` and the run carries it everywhere
     (summary.json, report.md, TensorBoard). A ``--multirun`` keeps its preset's name for the sweep folder
-    (``results/sweeps/<preset>/<time>/<job>``, as the experiment READMEs say) and for its jobs, which fedsim-report
-    groups by name across seeds; the HParams table tells the jobs apart."""
+    (``results/sweeps/<preset>/<time>/<job>``, as the experiment READMEs say) and for its jobs; the HParams table
+    and each job's ``.hydra/overrides.yaml`` tell the jobs apart."""
     overrides = [argument for argument in arguments if not argument.startswith("-")]
     if config is None or named_explicitly(overrides):  # a sweep, --cfg, --help, ...: as they are
         return arguments
