@@ -47,6 +47,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from fedsim import runlock
 from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
+from fedsim.tracking.naming import named_explicitly, run_name
 
 register_schemas()
 
@@ -376,6 +377,18 @@ def job_line(number: int, task_overrides: Sequence[str], plan: str | None) -> st
     return f"job {number + 1}{of}" + (f": {' '.join(swept)}" if swept else "")
 
 
+def with_run_name(arguments: list[str], config: FedsimConfig | None) -> list[str]:
+    """``arguments`` plus ``name=<what the run is>`` (:func:`fedsim.tracking.naming.run_name`) unless they name the
+    run themselves: Hydra then makes ``results/runs/<that name>/<timestamp>`` and the run carries it everywhere
+    (summary.json, report.md, TensorBoard). A ``--multirun`` keeps its preset's name for the sweep folder
+    (``results/sweeps/<preset>/<time>/<job>``, as the experiment READMEs say) and for its jobs; the HParams table
+    and each job's ``.hydra/overrides.yaml`` tell the jobs apart."""
+    overrides = [argument for argument in arguments if not argument.startswith("-")]
+    if config is None or named_explicitly(overrides):  # a sweep, --cfg, --help, ...: as they are
+        return arguments
+    return [*arguments, f"name='{run_name(config.name, overrides)}'"]  # quoted: a name holds = and ,
+
+
 def _fail(error: Exception) -> NoReturn:
     print(f"fedsim: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -468,12 +481,13 @@ def _stopped_at_once(cause: str, signum: int, run_dir: Path, hydra_dir: Path, jo
 def main() -> Any:
     """The ``fedsim`` command: :func:`preflight`, then Hydra (which parses ``sys.argv`` itself)."""
     try:
-        preflight(sys.argv[1:])
+        config = preflight(sys.argv[1:])
         flags = {a for a in sys.argv[1:] if a.startswith("-")}
         if flags and flags <= {"-m", "--multirun"}:  # a sweep to run (not --cfg, --help, ...)
             plan = sweep_plan([a for a in sys.argv[1:] if not a.startswith("-")])
             if plan is not None:
                 os.environ[SWEEP_ENV] = " ".join([str(plan[0]), *plan[1]])  # inherited by joblib's worker processes
+        sys.argv[1:] = with_run_name(sys.argv[1:], config)
     except ConfigError as error:
         _discard_created()  # a folder an output_dir check made before a later check refused
         _fail(error)

@@ -76,6 +76,22 @@ HPARAM_KEYS = (
     "privacy.noise_multiplier",
     "privacy.clipping_norm",
     "privacy.clipping_norm",
+    # every group's choice (issue 20): the HParams table tells runs apart by what they are
+    "personalization.name",
+    "mitigation.name",
+    "secagg.enabled",
+    "consent.opt_out_rate",
+    "consent.decline_personalization",
+    "consent.decline_contribution",
+    "consent.decline_measurement",
+    "attack.item_set",
+    "attack.membership",
+    "attack.poison.fraction",
+    "attack.poison.strategy",
+    "strategy.robust",
+    "audit.enabled",
+    "erasure.policy",
+    "erasure.share",
 )
 
 CENTRALIZED_THREAT_MODEL = {
@@ -152,7 +168,7 @@ class Session:
             measurements.append(self.erasure)
         writers: list[Callback] = [
             self.recorder,
-            TensorBoardCallback(self.run_dir, HPARAM_KEYS),
+            TensorBoardCallback(self.run_dir, HPARAM_KEYS, self.audit),
             ProgressBar(cfg.federation.rounds, enabled=cfg.progress, desc=f"{cfg.mode} rounds"),
         ]
         # measurements first (they add metrics), then the audit (it gates on them), then the writers

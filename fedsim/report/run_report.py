@@ -170,6 +170,33 @@ def reidentification_line(audit: dict[str, float]) -> str:
     )
 
 
+def breach_table(breaches: list[dict[str, Any]]) -> list[str]:
+    """One row per rule that broke — how often, first and last round, the worst value — instead of one line per
+    breach: a gap that persists over 30 evaluations is one finding, not 30."""
+    if not breaches:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
+    for breach in breaches:
+        row = rows.setdefault(breach["rule"], {"count": 0, "first": breach["round"], "worst": breach})
+        row["count"] += 1
+        row["last"] = breach["round"]
+        sign = 1.0 if breach["bound"].startswith(">=") else -1.0  # a min bound: the lowest value is the worst
+        if sign * breach["value"] < sign * row["worst"]["value"]:
+            row["worst"] = breach
+    lines = [
+        "",
+        "| rule | breaches | first round | last round | worst value (round, metric) | bound |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rule, row in rows.items():
+        worst = row["worst"]
+        lines.append(
+            f"| {rule} | {row['count']} | {row['first']} | {row['last']} | {_f(worst['value'], 4)} "
+            f"(round {worst['round']}, `{worst['metric']}`) | {worst['bound']} |"
+        )
+    return lines
+
+
 def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, explanations: list[str]) -> str:
     final, best = summary.get("final", {}), summary.get("best", {})
     data, threat, cfg = summary.get("data", {}), summary.get("threat_model", {}), summary.get("config", {})
@@ -292,7 +319,8 @@ def render(summary: dict[str, Any], tables: dict, audit: dict[str, Any] | None, 
             bound = f">= {rule['min']}" if rule["min"] is not None else f"<= {rule['max']}"
             lines.append(f"| {name} | `{rule['metric']}` | {bound} | {rule['action']} |")
         lines += ["", f"{len(audit.get('checks', []))} checks, {len(audit.get('breaches', []))} breaches."]
-        for action in audit.get("actions", []):
+        lines += breach_table(audit.get("breaches", []))
+        for action in [a for a in audit.get("actions", []) if a["action"] != "warn"]:  # warnings: in the table
             lines.append(
                 f"- round {action['round']}: **{action['action']}** ({action['rule']}: {action['metric']} = "
                 f"{_f(action['value'], 4)}, bound {action['bound']})"

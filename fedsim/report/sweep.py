@@ -24,8 +24,9 @@ from typing import Any
 
 from fedsim.report.collect import RunRecord
 
-NOT_SETTINGS = frozenset({"seed", "output_dir", "resume_from", "progress", "verbose"})
-"""Keys that differ between runs without making them different experiments: the replicate, and where / how a run
+NOT_SETTINGS = frozenset({"seed", "output_dir", "resume_from", "progress", "verbose", "name"})
+"""Keys that differ between runs without making them different experiments: the replicate, the run's name (derived
+from its overrides, seed included: fedsim.tracking.naming), and where / how a run
 writes or shows its output."""
 EPSILON_KEYS = ("privacy.target_epsilon", "privacy.noise_multiplier")
 """What sets a run's ε: a setting's position on the x axis, not a line of its own."""

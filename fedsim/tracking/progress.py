@@ -63,6 +63,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("stop_reason"):
         lines.append(f"stopped early: {summary.get('stop_detail') or summary['stop_reason']}")
     lines.append(f"outputs: {summary.get('run_dir', '')}")
+    lines.append("tensorboard: tensorboard --logdir results, open http://localhost:6006/#custom_scalars")
     return "\n".join(lines)
 
 
