@@ -57,10 +57,10 @@ def test_centralized_mode_and_itempop_baseline_are_the_federations(tmp_path):
     # than 10 ranked above it
     rt = get_runtime(cfg)
     split, trains = rt.split, rt.roles != "holdout"
-    owner = np.repeat(np.arange(split.n_users), np.diff(split.train_indptr))
-    popularity = np.bincount(split.train_items[trains[owner]], minlength=split.n_items)
+    trained = [split.train_items_of(u) for u in np.flatnonzero(trains)]
+    popularity = np.bincount(np.concatenate(trained), minlength=split.n_items)
     hits = []
-    for user in np.flatnonzero((split.test_item >= 0) & trains):
+    for user in np.flatnonzero(split.evaluated & trains):
         target, negatives = split.test_item[user], split.eval_negatives[user]
         above = (popularity[negatives] > popularity[target]) | (
             (popularity[negatives] == popularity[target]) & (negatives < target)

@@ -118,7 +118,7 @@ def test_compare_of_rerank_vs_no_mitigation_compares_exposure(tmp_path):
 def test_a_centralized_ceiling_below_the_federation_is_explained(two_runs, tmp_path):
     federated, _ = two_runs
     ceiling = tmp_path / "ceiling"
-    run(tiny_config("mode=centralized"), ceiling)  # the same users as the federation: comparable (issue 20)
+    run(tiny_config(V1, "mode=centralized"), ceiling)  # the same users as the federation: comparable (issue 20)
     assert "Centralized ceiling: pooled data of the" in (ceiling / "report.md").read_text()
     rows = _rows(ceiling)
     for r in rows:  # make it sit below: every user of the ceiling misses
