@@ -38,6 +38,9 @@ class DatasetConfig:
     minority_share: float = 0.3
     group_shift: float = 1.0
     taste_strength: float = 5.0
+    # the order of events that share a timestamp in the leave-one-out split (fedsim/data/protocol.py): item_id puts
+    # the highest item id last (the test item), file_order the first of them in the file (NCF-PyTorch, PFedRec)
+    tie_break: str = "item_id"
 
 
 @dataclass
@@ -62,6 +65,9 @@ class ClientConfig:
     negatives: int = 4
     l2: float = 0.0
     max_rows_per_chunk: int = 262_144
+    # true: training negatives also skip the user's validation and test items (PFedRec's code; a leak of the
+    # held-out items into training, fedsim/data/negatives.py)
+    negatives_exclude_held_out: bool = False
 
 
 @dataclass
@@ -331,6 +337,7 @@ THENS = ("stop", "continue")
 REMEDIATIONS = ("none", "more_noise", "exposure_regularizer", "rerank")
 FAIRNESS_MITIGATIONS = ("none", "exposure_regularizer", "rerank")
 ERASURE_POLICIES = ("none", "continue", "retrain")
+TIE_BREAKS = ("item_id", "file_order")  # dataset.tie_break (fedsim/data/protocol.py)
 
 
 def register_schemas() -> None:
@@ -379,6 +386,7 @@ def validate(cfg: FedsimConfig) -> FedsimConfig:
 def _dataset(cfg: FedsimConfig) -> None:
     d = cfg.dataset
     _one_of("dataset.name", d.name, names("dataset"))
+    _one_of("dataset.tie_break", d.tie_break, TIE_BREAKS)
     if d.name != "synthetic" and not d.path:
         raise ConfigError(f"dataset.path is required for dataset.name={d.name} (the folder holding the unzipped files)")
     if d.name == "synthetic":

@@ -28,7 +28,7 @@ def load_interactions(cfg: DatasetConfig, seed: int) -> Interactions:
 def _cached(cfg_key: tuple, seed: int, n_negatives: int) -> tuple[Interactions, Split]:
     cfg = DatasetConfig(**dict(cfg_key))
     data = load_interactions(cfg, seed)
-    return data, leave_one_out(data, n_negatives=n_negatives, seed=seed)
+    return data, leave_one_out(data, n_negatives=n_negatives, seed=seed, tie_break=cfg.tie_break)
 
 
 def load_split(cfg: DatasetConfig, seed: int, n_negatives: int = 99) -> tuple[Interactions, Split]:
