@@ -55,7 +55,19 @@ def train_centralized(rt: Runtime, callbacks: Callback) -> dict:
     rounds_done, stop_reason, stop_detail = 0, "", ""
     for epoch in range(1, cfg.federation.rounds + 1):
         started = time.perf_counter()
-        samples = [draw_user_samples(split, int(u), epoch, cfg.seed, c.negatives, 1, cfg.model.loss) for u in trainable]
+        samples = [
+            draw_user_samples(
+                split,
+                int(u),
+                epoch,
+                cfg.seed,
+                c.negatives,
+                1,
+                cfg.model.loss,
+                exclude_held_out=c.negatives_exclude_held_out,
+            )
+            for u in trainable
+        ]
         user = np.concatenate([np.full(len(s), s.user) for s in samples])
         first = np.concatenate([s.first for s in samples])
         second = np.concatenate([s.second for s in samples])

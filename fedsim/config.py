@@ -49,6 +49,9 @@ class DatasetConfig:
     popularity_sd: float = 2.6  # synthetic: sd of the items' log-popularity prior
     age_shift: float = 0.5  # synthetic: taste shift per standard deviation of age bracket
     drift: float = 0.1  # synthetic: how much earlier in a user's timeline popular items come (0: by taste only)
+    # the order of events that share a timestamp in the leave-one-out split (fedsim/data/protocol.py): item_id puts
+    # the highest item id last (the test item), file_order the first of them in the file (NCF-PyTorch, PFedRec)
+    tie_break: str = "item_id"
 
 
 @dataclass
@@ -73,6 +76,9 @@ class ClientConfig:
     negatives: int = 4
     l2: float = 0.0
     max_rows_per_chunk: int = 262_144
+    # true: training negatives also skip the user's validation and test items (PFedRec's code; a leak of the
+    # held-out items into training, fedsim/data/negatives.py)
+    negatives_exclude_held_out: bool = False
 
 
 @dataclass
@@ -482,6 +488,7 @@ READ_BY: dict[str, Condition] = {
     "dataset.minority_share": SYNTHETIC,
     "dataset.group_shift": SYNTHETIC,
     "dataset.taste_strength": SYNTHETIC,
+    "dataset.tie_break": option("dataset.name", "ml-100k", "ml-1m", "synthetic_v1"),  # the lazy population has no ties
     "dataset.activity_mean": POPULATION,
     "dataset.activity_shape": POPULATION,
     "dataset.popularity_sd": POPULATION,
@@ -497,6 +504,7 @@ READ_BY: dict[str, Condition] = {
     "client.lr": ALWAYS,
     "client.optimizer": ALWAYS,
     "client.negatives": ALWAYS,
+    "client.negatives_exclude_held_out": ALWAYS,  # fedsim/data/negatives.py, for devices and the pooled ceiling
     "client.l2": ALWAYS,
     "client.max_rows_per_chunk": FEDERATED,  # fedsim/training: the devices' chunked local training
     "federation.rounds": ALWAYS,  # centralized: epochs
@@ -665,6 +673,7 @@ def data_path(name: str) -> str:
     """``$FEDSIM_DATA/<name>`` (else ``../shared/data/<name>``): the default ``dataset.path`` of a MovieLens option,
     through the ``fedsim.data`` resolver of ``conf/dataset/*.yaml``, and where the tests look for the files."""
     return os.path.join(os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT, name)
+TIE_BREAKS = ("item_id", "file_order")  # dataset.tie_break (fedsim/data/protocol.py)
 
 
 def register_schemas() -> None:
@@ -718,6 +727,7 @@ def validate(cfg: FedsimConfig, named: typing.Collection[str] = ()) -> FedsimCon
 def _dataset(cfg: FedsimConfig) -> None:
     d = cfg.dataset
     _one_of("dataset.name", d.name, names("dataset"))
+    _one_of("dataset.tie_break", d.tie_break, TIE_BREAKS)
     if d.name not in SYNTHETIC_DATASETS and not d.path:
         raise ConfigError(f"dataset.path is required for dataset.name={d.name} (the folder holding the unzipped files)")
     if d.name in SYNTHETIC_DATASETS:

@@ -146,6 +146,7 @@ class Runtime:
             cfg.model.loss,
             fake_ratio=attack.fake_ratio if mitigate and attack.mitigation == "fake_items" else 0.0,
             dense=mitigate and attack.mitigation == "dense",
+            exclude_held_out=cfg.client.negatives_exclude_held_out,
         )
 
     def fallback_scores(self, users: np.ndarray, shared: dict[str, np.ndarray]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from fedsim.checkpoint import (
     write_manifest,
 )
 from fedsim.config import FedsimConfig, as_dict
-from fedsim.data.protocol import split_warnings
+from fedsim.data.protocol import TIE_WORDS, split_warnings
 from fedsim.data.roles import HOLDOUT, OPTED_IN, PURPOSES, declines_any
 from fedsim.ethics.attacks import reidentification_stream
 from fedsim.ethics.audit import AuditCallback
@@ -104,12 +104,22 @@ def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str
     k, n = cfg.evaluation.k, cfg.evaluation.n_negatives
     cap = cfg.evaluation.max_users
     sampled = n_users is not None and 0 < cap < n_users
+    ties = f"ties {TIE_WORDS[cfg.dataset.tie_break]}"
+    leak = cfg.client.negatives_exclude_held_out
     return {
         "users": f"a seeded sample of {cap} of the {n_users} users (the same every round; evaluation.max_users)"
         if sampled
         else "every user",
         "feedback": "implicit: every interaction is a positive",
-        "split": "leave-one-out by time per user: latest = test, second latest = validation (ties by item id)",
+        "split": "leave-one-out by time per user: latest = test, second latest = validation "
+        f"({ties}: dataset.tie_break={cfg.dataset.tie_break})",
+        "training_negatives": f"{cfg.client.negatives} per positive, drawn every round from the items the user has not "
+        + (
+            "interacted with, validation and test items excluded (client.negatives_exclude_held_out=true: the "
+            "held-out items are never trained as negatives, a leak of the test split that raises HR@K)"
+            if leak
+            else "trained on (its validation and test items included: a device does not know its future)"
+        ),
         "sampled": f"HR@{k}/NDCG@{k} rank the held-out item among it + {n} never-seen items drawn once per user "
         f"(seed {cfg.seed})",
         "full": f"Recall@{k}/NDCG@{k}_full rank it among all items not in the user's training set",
@@ -118,8 +128,10 @@ def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str
         "where": "each user is evaluated on its own device with its private embedding"
         if cfg.mode == "federated"
         else "centralized model, same split",
-        "short": f"LOO by time, {n} sampled negatives (HR/NDCG@{k}) + full ranking (Recall/NDCG@{k}_full), test split"
-        + (f", evaluated on a seeded sample of {cap} users" if sampled else ""),
+        "short": f"LOO by time ({ties}), {n} sampled negatives (HR/NDCG@{k}) + full ranking "
+        f"(Recall/NDCG@{k}_full), test split"
+        + (f", evaluated on a seeded sample of {cap} users" if sampled else "")
+        + ("; training negatives exclude the held-out items" if leak else ""),
     }
 
 
@@ -251,7 +263,8 @@ class Session:
         return out
 
     def begin(self) -> None:
-        for line in split_warnings(self.rt.data, self.rt.split):  # timestamps that cannot order the split
+        tie_break = self.cfg.dataset.tie_break
+        for line in split_warnings(self.rt.data, self.rt.split, tie_break):  # timestamps that cannot order the split
             self.utility.warn(line)
         self.callbacks.on_run_begin(self.describe())
 

@@ -40,7 +40,7 @@ def _cached(cfg_key: tuple, seed: int, n_negatives: int) -> tuple[Interactions, 
     loaded = _load(cfg, seed)
     if isinstance(loaded, Population):
         return lazy_views(loaded, seed, n_negatives)
-    return loaded, leave_one_out(loaded, n_negatives=n_negatives, seed=seed)
+    return loaded, leave_one_out(loaded, n_negatives=n_negatives, seed=seed, tie_break=cfg.tie_break)
 
 
 def load_split(cfg: DatasetConfig, seed: int, n_negatives: int = 99) -> tuple[Interactions, Split]:

@@ -17,7 +17,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Interactions:
-    """An implicit-feedback log: one row per (user, item, timestamp) event.
+    """An implicit-feedback log: one row per (user, item, timestamp) event, rows in the order of the source file
+    (the generation order for synthetic data) — ``dataset.tie_break=file_order`` reads that order.
 
     Parameters
     ----------

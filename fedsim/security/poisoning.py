@@ -105,6 +105,7 @@ class PoisonAttack:
             cfg.client.epochs,
             cfg.model.loss,
             positives=self.profile,
+            exclude_held_out=cfg.client.negatives_exclude_held_out,
         )
 
     def craft_updates_(
