@@ -62,7 +62,8 @@ def _target(row: dict, reference: float | None) -> str:
 def table(rows: list[dict]) -> str:
     reference = {r["n"]: r["hr"] for r in rows if math.isinf(r["eps"])}
     lines = [
-        "| N | target ε | ε spent | z | δ | seeds | test HR@10 (± 95% CI) | ItemPop | − ItemPop | drop vs ε = ∞ | target |",
+        "| N | target ε | ε spent | z | δ | seeds | test HR@10 (± 95% CI) | ItemPop | − ItemPop | drop vs ε = ∞ "
+        "| target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -70,8 +71,9 @@ def table(rows: list[dict]) -> str:
         ci = "" if math.isnan(r["ci"]) else f" ± {r['ci']:.3f}"
         drop = "" if ref is None or math.isinf(r["eps"]) else f"{ref - r['hr']:+.3f}"
         spent = "∞" if math.isinf(r["spent"]) or math.isnan(r["spent"]) else f"{r['spent']:.3f}"
+        target = "∞" if math.isinf(r["eps"]) else f"{r['eps']:g}"
         lines.append(
-            f"| {r['n']:,} | {'∞' if math.isinf(r['eps']) else f'{r["eps"]:g}'} | {spent} | {r['z']:.3f} | "
+            f"| {r['n']:,} | {target} | {spent} | {r['z']:.3f} | "
             f"{r['delta']:.3g} | {r['seeds']} | {r['hr']:.4f}{ci} | {r['itempop']:.4f} | "
             f"{r['hr'] - r['itempop']:+.3f} | {drop} | {_target(r, ref)} |"
         )
