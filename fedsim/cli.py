@@ -47,6 +47,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from fedsim import runlock
 from fedsim.config import ConfigError, FedsimConfig, register_schemas, to_schema
 from fedsim.data.movielens import DatasetError
+from fedsim.resolvers import register as register_resolvers
 from fedsim.tracking.naming import named_explicitly, run_name
 
 register_schemas()
@@ -174,6 +175,7 @@ def _run_dir(output_dir: str | None, default: str) -> str:
 if not OmegaConf.has_resolver("fedsim.run_dir"):
     # cached: Hydra resolves hydra.run.dir more than once per run, and each resolution must not claim a new folder
     OmegaConf.register_new_resolver("fedsim.run_dir", _run_dir, use_cache=True)
+register_resolvers()  # presets' functions of N (fedsim/resolvers.py)
 
 
 def discard(folder: Path, job_log: str) -> None:

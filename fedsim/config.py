@@ -673,6 +673,8 @@ def data_path(name: str) -> str:
     """``$FEDSIM_DATA/<name>`` (else ``../shared/data/<name>``): the default ``dataset.path`` of a MovieLens option,
     through the ``fedsim.data`` resolver of ``conf/dataset/*.yaml``, and where the tests look for the files."""
     return os.path.join(os.environ.get(DATA_ENV) or DEFAULT_DATA_ROOT, name)
+
+
 TIE_BREAKS = ("item_id", "file_order")  # dataset.tie_break (fedsim/data/protocol.py)
 
 

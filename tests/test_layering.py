@@ -9,7 +9,7 @@ ROOT = Path(fedsim.__file__).parent
 # lower layers first; a package may import only from its own layer or below (README, "How a round works")
 LAYERS = [
     {"registry", "updates", "simulation", "checkpoint", "runlock"},
-    {"config"},
+    {"config", "resolvers"},
     {"data", "models"},
     {"training", "metrics", "privacy", "records", "callbacks", "mitigation"},
     {"runtime"},

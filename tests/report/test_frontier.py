@@ -217,3 +217,7 @@ def test_the_population_preset_swept_by_fedsim_is_reported_per_n(tmp_path):
     for n_users in ("60", "120"):  # each line's ItemPop is its own population's
         same = [float(r["itempop_test_hr"]) for r in runs if r["dataset.n_users"] == n_users]
         assert itempop[n_users] == pytest.approx(sum(same) / len(same))
+        # what scales with N is an interpolation of it (fedsim/resolvers.py), not a line key of its own
+        deltas = [float(r["delta"]) for r in runs if r["dataset.n_users"] == n_users]
+        assert deltas == pytest.approx([int(n_users) ** -1.1] * len(deltas))
+    assert {r["group"] for r in rows} == {"dataset.n_users=60", "dataset.n_users=120"}
