@@ -1138,6 +1138,12 @@ def _erasure(cfg: FedsimConfig) -> None:
             "erasure.share > 0 with privacy=record is refused: record-level DP bounds one rating, not a user; "
             "allowed: privacy none, central, local, on_device"
         )
+    if cfg.secagg.enabled and cfg.privacy.mechanism == "central":  # the abort charge assumes a fixed population
+        raise ConfigError(
+            "erasure.share > 0 with secagg.enabled=true and privacy=central is refused: the δ charged for rounds one "
+            "user can abort is computed for the population before the erasure, and a smaller one aborts more often; "
+            "allowed: erasure with secagg.enabled=false, or secure aggregation without erasure"
+        )
     if not (cfg.attack.membership and cfg.attack.holdout_share > 0):  # the before/after is that attack's AUC
         raise ConfigError(
             "erasure.share > 0 needs attack.membership=true and attack.holdout_share > 0 (never-members): the "

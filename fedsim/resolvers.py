@@ -6,10 +6,15 @@ participation rate of a fixed expected cohort, and δ = 1/N^1.1 — is written o
 (the derived values vary with it and are recorded, resolved, in each run's summary).
 
 * ``${fedsim.cohort_rate:<cohort>,<N>}``: min(1, cohort/N), the participation q of an expected cohort of ``cohort``;
-* ``${fedsim.pow:<x>,<p>}``: x**p, e.g. δ = ``${fedsim.pow:${dataset.n_users},-1.1}``.
+* ``${fedsim.pow:<x>,<p>}``: x**p, e.g. δ = ``${fedsim.pow:${dataset.n_users},-1.1}``;
+* ``${fedsim.if_private:<ε>,<a>,<b>}``: ``a`` when ε is finite, ``b`` when ε = ∞ — the frontier's non-private
+  reference is the best non-private model (chosen on validation; tuning it spends no privacy), while every finite ε
+  shares one pipeline (tuning per ε on the same users would itself spend privacy).
 """
 
 from __future__ import annotations
+
+import math
 
 from omegaconf import OmegaConf
 
@@ -28,9 +33,15 @@ def power(base: float, exponent: float) -> float:
     return float(base) ** float(exponent)
 
 
+def if_private(epsilon: float, private: object, non_private: object) -> object:
+    """``private`` for a finite target ε, ``non_private`` for ε = ∞ (see the module docstring)."""
+    return non_private if math.isinf(float(epsilon)) else private
+
+
 def register() -> None:
     """Register the resolvers (idempotent: composing twice in one process is fine)."""
-    for name, function in (("fedsim.cohort_rate", cohort_rate), ("fedsim.pow", power)):
+    resolvers = (("fedsim.cohort_rate", cohort_rate), ("fedsim.pow", power), ("fedsim.if_private", if_private))
+    for name, function in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
 

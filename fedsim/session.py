@@ -100,16 +100,28 @@ CENTRALIZED_THREAT_MODEL = {
 }
 
 
-def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str, Any]:
+def describe_protocol(cfg: FedsimConfig, n_users: int | None = None, held_out: int = 0) -> dict[str, Any]:
+    """How every number of the run was measured. ``held_out``: users the membership attack keeps out of training as
+    its never-members — neither trained nor scored, so a run with the attack on trains and scores fewer users than
+    one without (ML-100K, ε = 8: 0.406 vs 0.422 test HR@10 over 3 seeds), and the console line says so."""
     k, n = cfg.evaluation.k, cfg.evaluation.n_negatives
     cap = cfg.evaluation.max_users
     sampled = n_users is not None and 0 < cap < n_users
     ties = f"ties {TIE_WORDS[cfg.dataset.tie_break]}"
     leak = cfg.client.negatives_exclude_held_out
-    return {
-        "users": f"a seeded sample of {cap} of the {n_users} users (the same every round; evaluation.max_users)"
+    holdout = (
+        f"{held_out} users held out of training and scoring as the membership attack's never-members "
+        f"(attack.holdout_share={cfg.attack.holdout_share:g}; attack=off trains them)"
+        if held_out
+        else ""
+    )
+    users = (
+        f"a seeded sample of {cap} of the {n_users} users (the same every round; evaluation.max_users)"
         if sampled
-        else "every user",
+        else "every user"
+    )
+    return {
+        "users": f"{users}; {holdout}" if holdout else users,
         "feedback": "implicit: every interaction is a positive",
         "split": "leave-one-out by time per user: latest = test, second latest = validation "
         f"({ties}: dataset.tie_break={cfg.dataset.tie_break})",
@@ -131,6 +143,7 @@ def describe_protocol(cfg: FedsimConfig, n_users: int | None = None) -> dict[str
         "short": f"LOO by time ({ties}), {n} sampled negatives (HR/NDCG@{k}) + full ranking "
         f"(Recall/NDCG@{k}_full), test split"
         + (f", evaluated on a seeded sample of {cap} users" if sampled else "")
+        + (f"; {held_out} users held out (membership attack)" if held_out else "")
         + ("; training negatives exclude the held-out items" if leak else ""),
     }
 
@@ -210,7 +223,7 @@ class Session:
             **(security_description(rt) if self.federated else {}),
             **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
-            "protocol": protocol_with_controls(describe_protocol(cfg, rt.split.n_users), cfg),  # rerank: said
+            "protocol": protocol_with_controls(describe_protocol(cfg, rt.split.n_users, int(np.sum(rt.roles == HOLDOUT))), cfg),  # rerank: said
             "threat_model": self.threat_model(),
             **({"personalization": build_personalization(cfg.personalization).describe()} if self.federated else {}),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},

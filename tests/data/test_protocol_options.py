@@ -114,6 +114,15 @@ def test_the_preset_composes_validates_and_states_its_protocol():
     default = describe_protocol(compose([]), 943)
     assert "ties by item id" in default["short"] and "exclude" not in default["short"]
     assert "validation and test items included" in default["training_negatives"]
+    assert "held out" not in default["short"] and default["users"] == "every user"
+
+
+def test_the_protocol_line_names_the_users_the_membership_attack_holds_out():
+    """With the attack's hold-out, 94 of ML-100K's 943 users neither train nor are scored: the console says so, so a
+    frontier run with the attack on cannot be mistaken for one over every user (issue 19 item 4)."""
+    protocol = describe_protocol(compose([]), 943, held_out=94)
+    assert "94 users held out (membership attack)" in protocol["short"]
+    assert "94 users held out of training and scoring" in protocol["users"] and "attack=off" in protocol["users"]
 
 
 def test_a_bad_tie_break_is_refused_with_one_line(tmp_path):
