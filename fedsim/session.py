@@ -206,6 +206,7 @@ class Session:
         # both modes, so the centralized ceiling's ItemPop is the federation's (issue 20)
         served, trained_by = rt.served, rt.eligible
         n_eval = int(rt.split.evaluated.sum())
+        held_out = int(np.sum(rt.roles == HOLDOUT))  # the membership attack's never-members: not trained, not scored
         return {
             "name": cfg.name,
             "run_dir": str(self.run_dir),
@@ -223,7 +224,7 @@ class Session:
             **(security_description(rt) if self.federated else {}),
             **({"consent_purposes": self.consent_purposes()} if declines_any(cfg.consent) else {}),
             "data_audit": _data_audit(rt),
-            "protocol": protocol_with_controls(describe_protocol(cfg, rt.split.n_users, int(np.sum(rt.roles == HOLDOUT))), cfg),  # rerank: said
+            "protocol": protocol_with_controls(describe_protocol(cfg, rt.split.n_users, held_out), cfg),  # rerank: said
             "threat_model": self.threat_model(),
             **({"personalization": build_personalization(cfg.personalization).describe()} if self.federated else {}),
             "baselines": {"ItemPop": metric_tags(item_pop(rt.split, k, served, trained_by).mean(), k)},

@@ -171,8 +171,13 @@ def test_erasure_under_dp_prints_the_bound_spent_while_their_data_was_used(tmp_p
             "privacy=record",
         ),  # no user-level bound
         (  # the secagg abort δ is charged for the population before the erasure (a review found it under-counted)
-            ["erasure.share=0.1", "erasure.round=3", "secagg=secagg_plus", "privacy=central",
-             "privacy.noise_multiplier=1"],  # fmt: skip
+            [
+                "erasure.share=0.1",
+                "erasure.round=3",
+                "secagg=secagg_plus",
+                "privacy=central",
+                "privacy.noise_multiplier=1",
+            ],  # fmt: skip
             "secagg.enabled=true and privacy=central",
         ),
         (["erasure.share=0.1", "erasure.round=3", "attack.membership=false"], "attack.membership"),  # NaN AUCs
