@@ -33,9 +33,10 @@ def power(base: float, exponent: float) -> float:
     return float(base) ** float(exponent)
 
 
-def if_private(epsilon: float, private: object, non_private: object) -> object:
-    """``private`` for a finite target ε, ``non_private`` for ε = ∞ (see the module docstring)."""
-    return non_private if math.isinf(float(epsilon)) else private
+def if_private(epsilon: float | None, private: object, non_private: object) -> object:
+    """``private`` for a finite target ε — or none (``privacy.target_epsilon=null``: z is set directly, a DP run) —
+    and ``non_private`` for ε = ∞ (see the module docstring)."""
+    return non_private if epsilon is not None and math.isinf(float(epsilon)) else private
 
 
 def register() -> None:

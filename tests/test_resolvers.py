@@ -42,3 +42,4 @@ def test_frontier_preset_gives_the_non_private_reference_its_own_rounds_and_trai
     quiet = compose(["+experiment=privacy_frontier", "privacy.target_epsilon=8", "attack=off", "audit=off"])
     assert quiet.federation.rounds == 20  # the combination the experiments' READMEs use still composes
     assert if_private(float("inf"), 20, 50) == 50 and if_private(0.5, 20, 50) == 20
+    assert if_private(None, 20, 50) == 20  # target_epsilon=null: z is set directly, a private run
